@@ -1,0 +1,184 @@
+"""Errors raised by the EnOS client, and the one table that says what each one means.
+
+    EnosError                  anything the client could not turn into a result
+    ├── ApiError               the envelope said code != 0 (carries code, msg, requestId)
+    ├── GatewayError           an HTTP status without an EnOS envelope (APIM/Kong answered)
+    │   └── ThrottledError     HTTP 429 "API rate limit exceeded" (carries retry_after)
+    ├── AuthError              the token service refused us, or HTTP 401
+    ├── TransportError         no (usable) answer came
+    │   ├── NetworkError       refused, reset, dropped connection
+    │   └── RequestTimeout     the answer did not come in time
+    └── MalformedResponse      an answer came but it is not what the API documents
+
+`classify(exc)` maps any of them to an `ErrorClass`; `POLICY` says whether that class is worth
+another attempt. Changing what is retried touches `POLICY` only.
+
+`TransportError.sent` tells whether the request may have reached EnOS: a renewal whose request
+was sent but whose answer never came is *ambiguous* (the renewal may have taken effect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batch.model import ErrorClass
+
+
+class EnosError(Exception):
+    """Base of every error the EnOS client raises."""
+
+    error_class: ErrorClass = ErrorClass.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ApiError(EnosError):
+    """EnOS answered with an envelope whose `code` is not 0."""
+
+    @property  # type: ignore[override]
+    def error_class(self) -> ErrorClass:
+        return classify_code(self.code)
+
+
+class GatewayError(EnosError):
+    """The API gateway answered with an HTTP error status and no EnOS envelope."""
+
+    @property  # type: ignore[override]
+    def error_class(self) -> ErrorClass:
+        return classify_http_status(self.http_status)
+
+
+class ThrottledError(GatewayError):
+    """HTTP 429: the app is over its rate limit."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, http_status=429, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class AuthError(EnosError):
+    """Credentials refused: token service error (1002, 1003, ...) or HTTP 401."""
+
+    error_class = ErrorClass.AUTH
+
+
+class TransportError(EnosError):
+    """No usable answer; `sent` is True when the request may have reached EnOS."""
+
+    def __init__(self, message: str, *, sent: bool, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.sent = sent
+
+
+class NetworkError(TransportError):
+    error_class = ErrorClass.NETWORK
+
+
+class RequestTimeout(TransportError):
+    error_class = ErrorClass.TIMEOUT
+
+
+class MalformedResponse(EnosError):
+    error_class = ErrorClass.MALFORMED_RESPONSE
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    retryable: bool
+    hint: str
+
+
+# Policy: what each class means for the batch. The retry loop obeys this table and nothing else.
+POLICY: dict[ErrorClass, Rule] = {
+    ErrorClass.INVALID_REQUEST: Rule(False, "fix the request (validDay, CSR, certSn)"),
+    ErrorClass.DEVICE_NOT_FOUND: Rule(False, "check the device identifier and orgId"),
+    ErrorClass.CERT_BOUND_TO_OTHER_DEVICE: Rule(False, "the certificate belongs to another device"),
+    ErrorClass.SERVER_ERROR: Rule(True, "EnOS internal error; retried"),
+    ErrorClass.PERMISSION_DENIED: Rule(False, "grant the app the certificate permission"),
+    ErrorClass.NOT_FOUND: Rule(False, "the object does not exist"),
+    ErrorClass.THROTTLED: Rule(True, "over the app's rate limit; slowed down and retried"),
+    ErrorClass.NETWORK: Rule(True, "connection failed; retried"),
+    ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried"),
+    ErrorClass.AUTH: Rule(False, "check ENOS_APP_KEY / ENOS_APP_SECRET"),
+    ErrorClass.MALFORMED_RESPONSE: Rule(True, "unexpected answer; retried"),
+    ErrorClass.UNKNOWN: Rule(False, "unknown error code; see errorMessage"),
+    ErrorClass.VERIFICATION_FAILED: Rule(False, "issued certificate kept but failed checks"),
+    ErrorClass.CERT_EXPIRED: Rule(False, "expired certificates cannot be renewed: use Apply"),
+    ErrorClass.CERT_REVOKED: Rule(False, "revoked certificates cannot be renewed: use Apply"),
+    ErrorClass.AMBIGUOUS: Rule(True, "renewal may have happened; rerun to reconcile"),
+    ErrorClass.INVALID_INPUT: Rule(False, "fix the inventory row"),
+    ErrorClass.DUPLICATE: Rule(False, "the device is listed more than once; renewed once"),
+}
+
+# EnOS business codes (JSON envelope `code`).
+_CODES: dict[int, ErrorClass] = {
+    99400: ErrorClass.INVALID_REQUEST,
+    99403: ErrorClass.PERMISSION_DENIED,
+    99404: ErrorClass.NOT_FOUND,
+    99500: ErrorClass.SERVER_ERROR,
+    11404: ErrorClass.DEVICE_NOT_FOUND,
+    11833: ErrorClass.CERT_BOUND_TO_OTHER_DEVICE,
+    # Token-service codes, should they surface on a business call.
+    1002: ErrorClass.AUTH,
+    1003: ErrorClass.AUTH,
+    1203: ErrorClass.AUTH,
+    1204: ErrorClass.AUTH,
+}
+
+# Gateway HTTP statuses (no envelope).
+_HTTP: dict[int, ErrorClass] = {
+    400: ErrorClass.INVALID_REQUEST,
+    401: ErrorClass.AUTH,
+    403: ErrorClass.PERMISSION_DENIED,
+    404: ErrorClass.NOT_FOUND,
+    413: ErrorClass.INVALID_REQUEST,
+    429: ErrorClass.THROTTLED,
+}
+
+# 99400 messages that mean something more precise than "invalid request".
+_MESSAGES: tuple[tuple[str, ErrorClass], ...] = (
+    ("original certificate has been revoked", ErrorClass.CERT_REVOKED),
+    ("original certificate has expired", ErrorClass.CERT_EXPIRED),
+)
+
+
+def classify_code(code: int | None) -> ErrorClass:
+    return _CODES.get(code, ErrorClass.UNKNOWN) if code is not None else ErrorClass.UNKNOWN
+
+
+def classify_http_status(status: int | None) -> ErrorClass:
+    if status is None:
+        return ErrorClass.UNKNOWN
+    if status >= 500:
+        return ErrorClass.SERVER_ERROR
+    return _HTTP.get(status, ErrorClass.UNKNOWN)
+
+
+def classify(exc: EnosError) -> ErrorClass:
+    """The class of an error, refined by the documented 99400 messages."""
+    cls = exc.error_class
+    if cls is ErrorClass.INVALID_REQUEST:
+        text = exc.message.lower()
+        for fragment, refined in _MESSAGES:
+            if fragment in text:
+                return refined
+    return cls
+
+
+def is_retryable(cls: ErrorClass) -> bool:
+    return POLICY[cls].retryable

@@ -1,0 +1,173 @@
+"""Values shared by every stage of the pipeline: frozen, plain, no behaviour beyond naming.
+
+A row of the inventory becomes a `Device` (or an `InvalidRow`); a device ends as exactly one
+`Outcome`, which is one row of the report.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class Status(enum.StrEnum):
+    """The final state of one inventory row."""
+
+    RENEWED = "renewed"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+
+
+class ErrorClass(enum.StrEnum):
+    """Why a device did not renew. `batch.enos.errors.POLICY` says which ones are retried."""
+
+    INVALID_REQUEST = "invalid_request"  # 99400
+    DEVICE_NOT_FOUND = "device_not_found"  # 11404
+    CERT_BOUND_TO_OTHER_DEVICE = "cert_bound_to_other_device"  # 11833
+    SERVER_ERROR = "server_error"  # 99500, HTTP 5xx
+    PERMISSION_DENIED = "permission_denied"  # 99403, HTTP 403
+    NOT_FOUND = "not_found"  # 99404
+    THROTTLED = "throttled"  # HTTP 429
+    NETWORK = "network"  # refused, reset, dropped
+    TIMEOUT = "timeout"
+    AUTH = "auth"  # token service refused, HTTP 401
+    MALFORMED_RESPONSE = "malformed_response"
+    UNKNOWN = "unknown"
+    # Decided by us, not by EnOS:
+    VERIFICATION_FAILED = "verification_failed"
+    CERT_EXPIRED = "cert_expired"
+    CERT_REVOKED = "cert_revoked"
+    AMBIGUOUS = "ambiguous"  # the renewal may have happened and could not be resolved
+    INVALID_INPUT = "invalid_input"  # a bad inventory row
+    DUPLICATE = "duplicate"  # the same device appears again in the inventory
+
+
+class KeyMode(enum.StrEnum):
+    """Where the key of the renewed certificate comes from."""
+
+    REUSE = "reuse"  # no CSR: EnOS re-issues from the previous request data
+    RSA2048 = "rsa2048"
+    EC256 = "ec256"
+    CSR_COLUMN = "csr-column"  # a CSR file per device, named by the inventory's csrPath
+
+
+class Resolution(enum.StrEnum):
+    """How a device's final state was reached."""
+
+    DIRECT = "direct"  # the renew call answered
+    RECONCILED = "reconciled"  # the answer was lost; List Certificate showed the renewal
+    RESUMED = "resumed"  # finished in an earlier run of the same output folder
+
+
+class DeviceRef(Protocol):
+    """What the EnOS client needs to address a device."""
+
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def asset_id(self) -> str | None: ...
+    @property
+    def product_key(self) -> str | None: ...
+    @property
+    def device_key(self) -> str | None: ...
+
+
+def device_identity(ref: DeviceRef) -> str:
+    """The device's name as EnOS knows it: the assetId, else `productKey/deviceKey`."""
+    if ref.asset_id:
+        return ref.asset_id
+    return f"{ref.product_key}/{ref.device_key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    """One valid inventory row: a device and the certificate to renew."""
+
+    row: int  # the inventory line number (CSV: the header is line 1) or Parquet row + 1
+    org_id: str
+    cert_sn: int
+    asset_id: str | None = None
+    product_key: str | None = None
+    device_key: str | None = None
+    valid_day: int | None = None
+    issue_authority: str | None = None  # "RSA" or "ECC"
+    csr_path: str | None = None
+    not_after: datetime | None = None  # expiry of the current certificate, when known
+
+    @property
+    def identity(self) -> str:
+        return device_identity(self)
+
+    @property
+    def key(self) -> str:
+        """Unique across orgs: what dedupe, the journal and sharding use."""
+        return f"{self.org_id}/{self.identity}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidRow:
+    """An inventory row that cannot be renewed, and why."""
+
+    row: int
+    reason: str
+    error_class: ErrorClass = ErrorClass.INVALID_INPUT
+    values: Mapping[str, str] = field(default_factory=dict)  # identifying columns, as read
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issued:
+    """What EnOS returned for a successful renew (or apply)."""
+
+    cert_pem: str
+    ca_pem: str
+    cert_sn: str
+    cert_chain_url: str | None = None
+    issue_authority: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertRecord:
+    """One entry of List Certificate."""
+
+    cert_sn: str
+    status: str  # "valid" | "revoked" | "expired"
+    sign_date: datetime | None = None
+    expire_date: datetime | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    cert_pem: str | None = None  # only when EnOS returns the PEM (the documented sample does not)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """The final state of one inventory row: one row of the report."""
+
+    row: int
+    status: Status
+    org_id: str | None = None
+    asset_id: str | None = None
+    product_key: str | None = None
+    device_key: str | None = None
+    old_cert_sn: int | str | None = None
+    error_class: ErrorClass | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    new_cert_sn: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    requested_days: int | None = None
+    granted_days: int | None = None
+    clamped: bool | None = None
+    key_type: str | None = None
+    cert_sha256: str | None = None
+    bundle_path: str | None = None
+    request_id: str | None = None
+    duration_ms: int | None = None
+    resolution: Resolution | None = None
+    note: str | None = None
