@@ -96,6 +96,7 @@ class Device:
     valid_day: int | None = None
     issue_authority: str | None = None  # "RSA" or "ECC"
     csr_path: str | None = None
+    subject: str | None = None  # RFC 4514 subject of the current certificate, when known
     not_after: datetime | None = None  # expiry of the current certificate, when known
 
     @property
