@@ -1,0 +1,110 @@
+"""The request rate limit shared by all workers: exact, burst-free, and adaptive to HTTP 429.
+
+Two rules hold every start:
+- starts are spaced on a grid of 1/rate seconds; a late wake-up keeps the grid (so sleep
+  overshoot does not erode the rate) but two starts are never closer than half a slot, so a run
+  at the configured rate finishes in about `devices / rate` seconds with no bursts;
+- a log of the last `rate` start times guarantees that no sliding one-second window ever holds
+  more than `rate` starts, even after the event loop stalled.
+
+On HTTP 429 the rate is cut (at most once per `cooldown` seconds, since the 429s of requests
+already in flight all describe the same overload) and a Retry-After pauses every start; after a
+quiet `cooldown` the rate creeps back up towards the configured one (AIMD, as TCP does).
+
+The clock and the sleep are injected so tests run instantly and exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adaptation:
+    """How the limiter reacts to throttling."""
+
+    decrease: float = 0.85  # multiply the rate by this on a 429
+    increase: float = 0.02  # add this share of the configured rate per quiet cooldown
+    cooldown: float = 1.0  # seconds between two cuts, and between two increases
+    floor: float = 1.0  # never below this many requests per second
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decrease < 1:
+            raise ValueError("decrease must be between 0 and 1")
+        if self.increase <= 0 or self.cooldown <= 0 or self.floor <= 0:
+            raise ValueError("increase, cooldown and floor must be positive")
+
+
+class RateLimiter:
+    """At most `rate` request starts in any one-second window, evenly spaced."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        adaptation: Adaptation | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be a positive number, not {rate!r}")
+        self.configured = float(rate)
+        self.adaptation = adaptation or Adaptation()
+        self._rate = float(rate)
+        self._clock = clock or asyncio.get_running_loop().time
+        self._sleep = sleep
+        self._lock = asyncio.Lock()  # FIFO: waiters start in arrival order
+        self._next = -math.inf  # the next grid slot
+        self._starts: deque[float] = deque()
+        self._paused_until = -math.inf
+        self._last_cut = -math.inf
+        self._last_change = self._clock()
+        self.throttled = 0  # 429s reported
+        self.acquired = 0  # starts granted
+
+    @property
+    def rate(self) -> float:
+        """The rate in force now (configured, or less after 429s)."""
+        return self._rate
+
+    async def acquire(self) -> None:
+        """Wait for this request's start slot."""
+        async with self._lock:
+            while (wait := self._wait(self._clock())) > 0:
+                await self._sleep(wait)
+            now = self._clock()
+            self._starts.append(now)
+            self.acquired += 1
+            interval = 1.0 / self._rate
+            self._next = max(self._next + interval, now + interval / 2)
+
+    def _wait(self, now: float) -> float:
+        self._recover(now)
+        window_cap = max(1, math.floor(self._rate))
+        while len(self._starts) > window_cap:
+            self._starts.popleft()
+        window_wait = self._starts[0] + 1.0 - now if len(self._starts) == window_cap else 0.0
+        return max(self._next - now, window_wait, self._paused_until - now)
+
+    def _recover(self, now: float) -> None:
+        step = self.adaptation.cooldown
+        if self._rate >= self.configured or now - self._last_change < step:
+            return
+        self._rate = min(self.configured, self._rate + self.adaptation.increase * self.configured)
+        self._last_change = now
+
+    def on_throttled(self, retry_after: float | None = None) -> None:
+        """Report an HTTP 429: cut the rate, and pause all starts for Retry-After if given."""
+        now = self._clock()
+        self.throttled += 1
+        if retry_after is not None and retry_after > 0:
+            self._paused_until = max(self._paused_until, now + retry_after)
+        if now - self._last_cut < self.adaptation.cooldown:
+            return
+        self._rate = max(self.adaptation.floor, self._rate * self.adaptation.decrease)
+        self._last_cut = now
+        self._last_change = now

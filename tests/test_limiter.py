@@ -1,0 +1,100 @@
+"""The shared rate limiter: exact rate, no window above it, slowdown on 429 and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+
+import pytest
+
+from batch.clock import FakeClock
+from batch.limiter import Adaptation, RateLimiter
+
+
+async def _starts(limiter: RateLimiter, clock: FakeClock, n: int, workers: int = 8) -> list[float]:
+    times: list[float] = []
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for _ in queue:
+            await limiter.acquire()
+            times.append(clock())
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(workers):
+            tg.create_task(worker())
+    return sorted(times)
+
+
+def _max_in_window(times: list[float], width: float = 1.0) -> int:
+    # the most starts in any half-open window [t, t + width) that begins at a start
+    return max(bisect.bisect_left(times, t + width) - i for i, t in enumerate(times))
+
+
+async def test_holds_the_configured_rate_exactly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    times = await _starts(limiter, clock, 2000)
+    duration = times[-1] - times[0]
+    assert 2000 / duration == pytest.approx(200, rel=0.01)
+    assert _max_in_window(times) <= 200
+
+
+async def test_no_burst_after_a_stall() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    first = await _starts(limiter, clock, 50)
+    clock.now += 3.7  # the event loop was blocked: no catch-up burst may follow
+    second = await _starts(limiter, clock, 100)
+    times = first + second
+    assert _max_in_window(times) <= 50
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 1 / 50 / 2 - 1e-9  # never closer than half a slot
+
+
+async def test_cuts_on_429_at_most_once_per_cooldown_and_recovers() -> None:
+    clock = FakeClock()
+    adaptation = Adaptation(decrease=0.5, increase=0.1, cooldown=1.0)
+    limiter = RateLimiter(100, adaptation=adaptation, clock=clock, sleep=clock.sleep)
+    limiter.on_throttled()
+    limiter.on_throttled()  # in-flight 429s of the same overload do not cut twice
+    assert limiter.rate == 50
+    assert limiter.throttled == 2
+    clock.now += 1.0
+    limiter.on_throttled()
+    assert limiter.rate == 25
+    await _starts(limiter, clock, 1000)  # quiet period: the rate creeps back
+    assert limiter.rate == 100
+
+
+async def test_retry_after_pauses_every_start() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    paused_at = clock()
+    limiter.on_throttled(retry_after=2.5)
+    await limiter.acquire()
+    assert clock() >= paused_at + 2.5
+
+
+async def test_rate_under_throttling_never_exceeds_window() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(250, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+    for i in range(3000):
+        await limiter.acquire()
+        times.append(clock())
+        if i % 100 == 0:
+            limiter.on_throttled()
+    assert _max_in_window(times) <= 250
+
+
+@pytest.mark.parametrize("rate", [0, -1, float("inf"), float("nan")])
+async def test_rejects_a_rate_that_is_not_positive(rate: float) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(rate)
+
+
+def test_adaptation_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Adaptation(decrease=1.5)
