@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 
 import pytest
 
@@ -48,7 +49,7 @@ async def test_no_burst_after_a_stall() -> None:
     second = await _starts(limiter, clock, 100)
     times = first + second
     assert _max_in_window(times) <= 50
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 1 / 50 / 2 - 1e-9  # never closer than half a slot
 
 

@@ -50,16 +50,16 @@ class EnosError(Exception):
 class ApiError(EnosError):
     """EnOS answered with an envelope whose `code` is not 0."""
 
-    @property  # type: ignore[override]
-    def error_class(self) -> ErrorClass:
+    @property
+    def error_class(self) -> ErrorClass:  # type: ignore[override]  # a derived class attribute
         return classify_code(self.code)
 
 
 class GatewayError(EnosError):
     """The API gateway answered with an HTTP error status and no EnOS envelope."""
 
-    @property  # type: ignore[override]
-    def error_class(self) -> ErrorClass:
+    @property
+    def error_class(self) -> ErrorClass:  # type: ignore[override]  # a derived class attribute
         return classify_http_status(self.http_status)
 
 

@@ -1,0 +1,258 @@
+"""The `fleet-renew` command: argv -> RunConfig -> pipeline -> exit code.
+
+Exit codes (a scheduler can act on them):
+  0    every device renewed or skipped
+  1    some devices failed or were invalid (see report.csv and retry.csv)
+  2    usage, configuration or inventory-file error (nothing was renewed)
+  3    aborted: authentication refused, or the circuit breaker tripped
+  130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import click
+
+from batch import config as cfg
+from batch.errors import BatchError
+from batch.model import KeyMode
+
+EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else ""
+
+log = logging.getLogger("batch")
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"),
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details (never secrets).")
+@click.version_option(package_name="fleet-renew")
+def main(verbose: bool) -> None:
+    """Renew the X.509 certificates of a fleet of EnOS devices, safely and in bulk."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _inventory_options(fn: Any) -> Any:
+    fn = click.option(
+        "--org",
+        envvar=cfg.ENV_ORG_ID,
+        show_envvar=True,
+        help="orgId for rows whose inventory has no orgId column or an empty one.",
+    )(fn)
+    fn = click.option(
+        "--format",
+        "inventory_format",
+        type=click.Choice(["csv", "parquet"]),
+        default=None,
+        help="Inventory format. [default: from the file extension]",
+    )(fn)
+    return click.argument("inventory", type=click.Path(path_type=Path))(fn)
+
+
+@main.command(epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"))
+@_inventory_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder: report, summary, bundles, journal. Rerun with the same folder to resume.",
+)
+@click.option(
+    "--api-url",
+    envvar=cfg.ENV_API_URL,
+    show_envvar=True,
+    help="EnOS API gateway, e.g. https://apim-ppe1.envisioniot.com. Credentials come "
+    f"from {cfg.ENV_APP_KEY} and {cfg.ENV_APP_SECRET} only.",
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Start the built-in EnOS simulator on loopback, seeded from the inventory, "
+    "and run against it. Touches no real device.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=cfg.DEFAULT_RATE,
+    help="Renewal API requests per second (never exceeded in any one-second window; "
+    "cut on HTTP 429, then recovered).",
+)
+@click.option("--concurrency", type=int, default=32, help="Devices in flight at once.")
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=5,
+    help="Attempts per device for retryable errors (99500, 429, timeouts, resets).",
+)
+@click.option(
+    "--valid-days",
+    type=int,
+    default=None,
+    help="Validity of the new certificates in days, unless the row has validDay. "
+    "[default: EnOS's default, 730]",
+)
+@click.option(
+    "--key-mode",
+    type=click.Choice([m.value for m in KeyMode]),
+    default=KeyMode.REUSE.value,
+    help="reuse: no CSR, EnOS re-issues for the existing key; rsa2048/ec256: a new "
+    "key and CSR per device; csr-column: the CSR file named by csrPath.",
+)
+@click.option(
+    "--params-in",
+    type=click.Choice(["query", "body"]),
+    default="query",
+    help="Where certSn/validDay go: query (the Renew API page) or the JSON body "
+    "(some EnOS versions).",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Extra CA certificates (PEM) for a private gateway. TLS verification is "
+    "always on. [default: system CAs]",
+)
+@click.option(
+    "--timeout", "timeout_s", type=float, default=30.0, help="Seconds to wait for one API answer."
+)
+@click.option("--dry-run", is_flag=True, help="Read and plan, write the report, send nothing.")
+@click.option(
+    "--pkcs12",
+    is_flag=True,
+    help=f"Also write bundle.p12 for generated keys; passphrase from {cfg.ENV_P12_PASSPHRASE}.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="On a rerun, retry devices that failed permanently in earlier runs.",
+)
+@click.option(
+    "--grace-seconds",
+    type=float,
+    default=30.0,
+    help="On SIGTERM/SIGINT, how long in-flight devices may take to finish.",
+)
+@click.option(
+    "--abort-after-failures",
+    type=int,
+    default=50,
+    help="Stop (exit 3) after more than this many consecutive failures of one class.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Only devices whose stable hash falls in shard I of N (0-based). [default: all]",
+)
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "bar", "log", "off"]),
+    default="auto",
+    help="auto: a bar on a terminal, a log line every --log-interval otherwise.",
+)
+@click.option(
+    "--log-interval",
+    type=float,
+    default=5.0,
+    help="Seconds between progress log lines when not on a terminal.",
+)
+@click.option(
+    "--durable-journal/--no-durable-journal",
+    default=True,
+    help="fsync the journal before each request leaves (turn off only to measure).",
+)
+def run(**options: Any) -> None:
+    """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
+    config = _run_config(options)
+    from batch.pipeline import run as run_pipeline
+    from batch.report import render_summary
+
+    summary = asyncio.run(run_pipeline(config))
+    click.echo(render_summary(summary), err=True)
+    click.echo(f"report:  {config.out_dir / 'report.csv'}", err=True)
+    click.echo(f"bundles: {config.out_dir / 'bundles'}", err=True)
+    sys.exit(summary.exit_code)
+
+
+def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
+    try:
+        return cfg.RunConfig(
+            inventory=options["inventory"],
+            out_dir=options["out_dir"],
+            inventory_format=options["inventory_format"],
+            org_id=options["org"],
+            api_url=options["api_url"],
+            credentials=cfg.credentials_from_env(),
+            sandbox=options["sandbox"],
+            rate=options["rate"],
+            concurrency=options["concurrency"],
+            max_attempts=options["max_attempts"],
+            valid_days=options["valid_days"],
+            key_mode=KeyMode(options["key_mode"]),
+            params_in=cast(Literal["query", "body"], options["params_in"]),
+            ca_bundle=options["ca_bundle"],
+            timeout_s=options["timeout_s"],
+            dry_run=options["dry_run"],
+            pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,
+            retry_failed=options["retry_failed"],
+            grace_seconds=options["grace_seconds"],
+            abort_after_failures=options["abort_after_failures"],
+            shard=cfg.Shard.parse(options["shard"]) if options["shard"] else None,
+            durable_journal=options["durable_journal"],
+            progress=options["progress"],
+            log_interval=options["log_interval"],
+        )
+    except BatchError as exc:
+        raise click.UsageError(exc.message) from exc
+
+
+@main.command()
+@_inventory_options
+@click.option(
+    "--rate",
+    type=float,
+    default=cfg.DEFAULT_RATE,
+    help="Requests per second, for the duration estimate.",
+)
+@click.option("--shard", default=None, metavar="I/N", help="Plan one shard only. [default: all]")
+def plan(**options: Any) -> None:
+    """Validate INVENTORY and show what a run would do, without renewing anything."""
+    from batch.planner import plan_inventory, render_plan
+
+    shard = cfg.Shard.parse(options["shard"]) if options["shard"] else None
+    result = plan_inventory(
+        options["inventory"],
+        fmt=options["inventory_format"],
+        default_org=options["org"],
+        shard=shard,
+    )
+    click.echo(render_plan(result, rate=options["rate"]))
+
+
+def _add_simulator() -> None:
+    from batch.simulator.command import simulate
+
+    main.add_command(simulate)
+
+
+_add_simulator()
+
+
+def entry() -> None:
+    """Console-script entry: batch errors become their exit codes, with a clear message."""
+    try:
+        main(standalone_mode=True)
+    except BatchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,118 @@
+"""One frozen RunConfig per run, validated on construction; the only reader of the environment.
+
+Secrets (app key and secret, the PKCS#12 passphrase) come from the environment only, never from
+the command line (where `ps` and shell history would show them), and never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from batch.errors import UsageError
+from batch.model import KeyMode
+
+# Environment variables; the CLI names them in --help.
+ENV_API_URL = "ENOS_API_URL"
+ENV_ORG_ID = "ENOS_ORG_ID"
+ENV_APP_KEY = "ENOS_APP_KEY"
+ENV_APP_SECRET = "ENOS_APP_SECRET"
+ENV_P12_PASSPHRASE = "FLEET_RENEW_P12_PASSPHRASE"
+
+DEFAULT_RATE = 10.0  # requests/s: well under any limit an EnOS operator is likely to have set
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    app_key: str
+    app_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shard:
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(f"--shard must be I/N with 0 <= I < N, not {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise UsageError(f"--shard must look like 0/4, not {text!r}")
+        return cls(index=int(index), count=int(count))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs to know, checked once."""
+
+    inventory: Path
+    out_dir: Path
+    inventory_format: Literal["csv", "parquet"] | None = None
+    org_id: str | None = None
+    api_url: str | None = None
+    credentials: Credentials | None = None
+    sandbox: bool = False
+    rate: float = DEFAULT_RATE
+    concurrency: int = 32
+    max_attempts: int = 5
+    valid_days: int | None = None
+    key_mode: KeyMode = KeyMode.REUSE
+    params_in: Literal["query", "body"] = "query"
+    ca_bundle: Path | None = None
+    timeout_s: float = 30.0
+    dry_run: bool = False
+    pkcs12_passphrase: bytes | None = field(default=None, repr=False)
+    retry_failed: bool = False
+    grace_seconds: float = 30.0
+    abort_after_failures: int = 50
+    shard: Shard | None = None
+    durable_journal: bool = True
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    log_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.sandbox and not self.dry_run and not self.api_url:
+            raise UsageError(
+                f"no EnOS API URL: pass --api-url or set {ENV_API_URL} (or use --sandbox)"
+            )
+        if not self.sandbox and not self.dry_run and self.credentials is None:
+            raise UsageError(f"set {ENV_APP_KEY} and {ENV_APP_SECRET} in the environment")
+        if self.rate <= 0:
+            raise UsageError("--rate must be positive")
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise UsageError("--max-attempts must be at least 1")
+        if self.valid_days is not None and not 1 <= self.valid_days <= 36500:
+            raise UsageError("--valid-days must be between 1 and 36500")
+        if self.abort_after_failures < 1:
+            raise UsageError("--abort-after-failures must be at least 1")
+        if self.grace_seconds < 0 or self.timeout_s <= 0:
+            raise UsageError("--grace-seconds must be >= 0 and --timeout positive")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise UsageError(f"--ca-bundle {self.ca_bundle} is not a readable file")
+
+
+def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """App key and secret from the environment, or None when either is missing."""
+    env = os.environ if environ is None else environ
+    key, secret = env.get(ENV_APP_KEY, "").strip(), env.get(ENV_APP_SECRET, "").strip()
+    if not key or not secret:
+        return None
+    return Credentials(app_key=key, app_secret=secret)
+
+
+def pkcs12_passphrase_from_env(environ: Mapping[str, str] | None = None) -> bytes:
+    """The PKCS#12 passphrase; --pkcs12 without it is a usage error."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_P12_PASSPHRASE, "")
+    if not value:
+        raise UsageError(f"--pkcs12 needs the passphrase in {ENV_P12_PASSPHRASE}")
+    return value.encode()

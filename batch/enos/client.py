@@ -1,0 +1,342 @@
+"""The one place that speaks HTTP to EnOS: signed certificate API calls over aiohttp.
+
+`EnosClient` is an async context manager owning one `aiohttp.ClientSession`. Every business call
+is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 saying the token
+expired (1203) is answered by one refresh and one retry. Every aiohttp exception, and the bare
+`TimeoutError` aiohttp raises when the total timeout runs out, is translated here and only here
+into the `batch.enos.errors` tree, chained with `from exc`.
+
+`TransportError.sent` is decided by whether the request headers had started going out (an
+aiohttp trace signal), so a timeout while waiting for a pooled connection or connecting is
+`sent=False`, while a reset or timeout after that is `sent=True` (the renewal may have happened).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace, TracebackType
+from typing import Literal, Self
+
+import aiohttp
+from yarl import URL
+
+from batch.enos import answers
+from batch.enos.answers import Envelope, parse_cert_records, parse_issued
+from batch.enos.auth import TokenManager
+from batch.enos.errors import NetworkError, RequestTimeout
+from batch.enos.signing import sign
+from batch.errors import UsageError
+from batch.model import CertRecord, DeviceRef, Issued, device_identity
+
+logger = logging.getLogger(__name__)
+
+CERT_PATH = "/connect-service/v2.0/certificates"
+JSON_TYPE = "application/json;charset=UTF-8"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """How to reach one EnOS API gateway as one app. Validated on construction."""
+
+    base_url: str
+    app_key: str
+    app_secret: str = field(repr=False)  # never in reprs or logs
+    params_in: Literal["query", "body"] = "query"  # where Renew's certSn/validDay go
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    ca_bundle: str | None = None  # extra CA file for private gateways; verification stays on
+
+    def __post_init__(self) -> None:
+        url = URL(self.base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise UsageError(f"EnOS base URL must be http(s)://host[:port]: {self.base_url!r}")
+        if url.query_string or url.fragment:
+            raise UsageError(f"EnOS base URL must not carry a query or fragment: {url}")
+        object.__setattr__(self, "base_url", str(url).rstrip("/"))
+        if not self.app_key or not self.app_secret:
+            raise UsageError("EnOS app key and app secret must not be empty")
+        if self.params_in not in ("query", "body"):
+            raise UsageError(f"params_in must be 'query' or 'body', not {self.params_in!r}")
+        if not self.timeout_s > 0 or not self.connect_timeout_s > 0:
+            raise UsageError("EnOS timeouts must be positive")
+        if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
+            raise UsageError(f"CA bundle not found: {self.ca_bundle}")
+
+    @property
+    def is_plain_http_remote(self) -> bool:
+        """True when tokens would cross a network in clear text (http:// to a non-loopback host)."""
+        url = URL(self.base_url)
+        return url.scheme == "http" and not _is_loopback(url.host or "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One HTTP answer, read in full."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Per-request flag set by aiohttp's trace once the request headers go out."""
+
+    sent: bool = False
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession,
+    ctx: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    """Mark the request as sent: from here on, EnOS may act on it."""
+    progress = ctx.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.sent = True
+
+
+class EnosClient:
+    """Signed calls to the EnOS certificate API (Renew, Apply, Revoke, List)."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        connector_limit: int = 100,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._connector_limit = connector_limit
+        self._session: aiohttp.ClientSession | None = None
+        self.tokens = TokenManager(
+            self._post_token, app_key=config.app_key, app_secret=config.app_secret, clock=clock
+        )
+
+    def __repr__(self) -> str:
+        return f"EnosClient(base_url={self._config.base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        if self._config.is_plain_http_remote:
+            logger.warning(
+                "EnOS gateway %s is plain http:// on a non-loopback host: tokens and "
+                "certificates cross the network unencrypted",
+                self._config.base_url,
+            )
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_headers_sent)
+        connector = aiohttp.TCPConnector(limit=self._connector_limit, ssl=self._ssl_context())
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self._config.timeout_s, sock_connect=self._config.connect_timeout_s
+            ),
+            trace_configs=[trace],
+            headers={"User-Agent": "fleet-renew"},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        # The system trust store plus the private gateway's CA: verification is never turned off.
+        context = ssl.create_default_context()
+        if self._config.ca_bundle is not None:
+            context.load_verify_locations(cafile=self._config.ca_bundle)
+        return context
+
+    # -- the certificate API ------------------------------------------------------------------
+
+    async def renew_certificate(
+        self,
+        device: DeviceRef,
+        *,
+        cert_sn: int,
+        csr: str | None = None,
+        valid_day: int | None = None,
+        issue_authority: str | None = None,
+    ) -> Issued:
+        """Renew `cert_sn` of `device`; without a CSR EnOS re-issues from the old request data."""
+        options = _present(certSn=cert_sn, validDay=valid_day, issueAuthority=issue_authority)
+        params = _device_params("renew", device)
+        body: dict[str, object] = {} if csr is None else {"csr": csr}
+        if self._config.params_in == "query":
+            params.update({name: str(value) for name, value in options.items()})
+        else:
+            body.update(options)
+        envelope = await self._call("POST", params, body, device)
+        return parse_issued(envelope.data, request_id=envelope.request_id)
+
+    async def apply_certificate(
+        self,
+        device: DeviceRef,
+        *,
+        csr: str,
+        valid_day: int | None = None,
+        issue_authority: str | None = None,
+    ) -> Issued:
+        """Apply for a new certificate for `device` from `csr`."""
+        body = {"csr": csr, **_present(validDay=valid_day, issueAuthority=issue_authority)}
+        envelope = await self._call("POST", _device_params("apply", device), body, device)
+        return parse_issued(envelope.data, request_id=envelope.request_id)
+
+    async def revoke_certificate(self, device: DeviceRef, *, cert_sn: int, reason: int = 0) -> None:
+        """Revoke `cert_sn` of `device` (reason: an RFC 5280 CRLReason number)."""
+        body: dict[str, object] = {"certSn": cert_sn, "reason": reason}
+        await self._call("POST", _device_params("revoke", device), body, device)
+
+    async def list_certificates(self, device: DeviceRef) -> list[CertRecord]:
+        """Every certificate EnOS holds for `device`, whatever its status."""
+        envelope = await self._call("GET", _device_params("list", device), None, device)
+        return parse_cert_records(envelope.data)
+
+    # -- signed business calls ----------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        payload: Mapping[str, object] | None,
+        device: DeviceRef,
+    ) -> Envelope:
+        """One signed call; on "token expired" one refresh and one retry."""
+        body = b"" if payload is None else _encode(payload)
+        started = self._clock()
+        token = await self.tokens.token()
+        answer = await self._signed(method, params, body, token)
+        if answers.says_token_expired(answer.status, answer.body):
+            logger.info("access token expired on EnOS; refreshing and retrying once")
+            token = await self.tokens.expired(token)
+            answer = await self._signed(method, params, body, token)
+        logger.debug(
+            "%s %s: HTTP %s in %.0f ms",
+            params["action"],
+            device_identity(device),
+            answer.status,
+            (self._clock() - started) * 1000,
+        )
+        return answers.parse_envelope(
+            answer.status, answer.body, retry_after=self._retry_after(answer)
+        )
+
+    async def _signed(
+        self, method: str, params: Mapping[str, str], body: bytes, token: str
+    ) -> _Answer:
+        timestamp_ms = int(self._clock() * 1000)
+        headers = {
+            "apim-accesstoken": token,
+            "apim-timestamp": str(timestamp_ms),
+            "apim-signature": sign(token, params, body, timestamp_ms, self._config.app_secret),
+        }
+        if method != "GET":
+            headers["Content-Type"] = JSON_TYPE
+        data = body if method != "GET" else None
+        return await self._exchange(method, CERT_PATH, params, data, headers, business=True)
+
+    def _retry_after(self, answer: _Answer) -> float | None:
+        return answers.parse_retry_after(answer.retry_after, now=self._clock())
+
+    # -- token service ------------------------------------------------------------------------
+
+    async def _post_token(self, path: str, payload: Mapping[str, object]) -> object:
+        """POST to the token service and return its decoded JSON answer (TokenManager judges it)."""
+        headers = {"Content-Type": JSON_TYPE}
+        answer = await self._exchange("POST", path, {}, _encode(payload), headers, business=False)
+        if answer.status == 200:
+            return answers.decode_json(answer.status, answer.body)
+        detail = answers.json_object(answer.body)
+        if answer.status not in (401, 429) and ("status" in detail or "stauts" in detail):
+            return detail  # a token-service verdict carried on an error status
+        raise answers.status_error(
+            answer.status, answer.body, retry_after=self._retry_after(answer)
+        )
+
+    # -- the aiohttp boundary -----------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        data: bytes | None,
+        headers: Mapping[str, str],
+        *,
+        business: bool,
+    ) -> _Answer:
+        """Send one request and read the whole answer; aiohttp errors become ours here.
+
+        `business=False` (token calls) always reports `sent=False`: the business request that
+        needed the token has not left.
+        """
+        if self._session is None:
+            raise RuntimeError("EnosClient used outside `async with`")
+        progress = _Progress()
+        url = f"{self._config.base_url}{path}"
+        try:
+            async with self._session.request(
+                method, url, params=params, data=data, headers=headers, trace_request_ctx=progress
+            ) as response:
+                body = await response.read()
+                return _Answer(response.status, body, response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise NetworkError(f"TLS verification failed for {url}: {exc}", sent=False) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise NetworkError(f"cannot connect to {url}: {exc}", sent=False) from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise RequestTimeout(f"connecting to {url} timed out", sent=False) from exc
+        except TimeoutError as exc:  # SocketTimeoutError, or the total timeout (bare)
+            sent = business and progress.sent
+            raise RequestTimeout(f"no answer from {url} in time", sent=sent) from exc
+        except aiohttp.ClientError as exc:  # reset, disconnected, payload, bad HTTP
+            sent = business and progress.sent
+            raise NetworkError(f"connection to {url} failed: {exc!r}", sent=sent) from exc
+
+
+def _device_params(action: str, device: DeviceRef) -> dict[str, str]:
+    """Query parameters naming the action and the device (assetId, else productKey+deviceKey).
+
+    Identifiers are passed as given, so a device without one gets EnOS's own 99400 answer.
+    """
+    params = {"action": action, "orgId": device.org_id}
+    if device.asset_id:
+        params["assetId"] = device.asset_id
+        return params
+    if device.product_key is not None:
+        params["productKey"] = device.product_key
+    if device.device_key is not None:
+        params["deviceKey"] = device.device_key
+    return params
+
+
+def _present(**values: object) -> dict[str, object]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _encode(payload: Mapping[str, object]) -> bytes:
+    # Serialised once: these exact bytes are both signed and sent.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,84 @@
+"""The `plan` command: read an inventory and say what a run would do, sending nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from batch.config import Shard
+from batch.inventory import read_inventory
+from batch.model import Device, InvalidRow
+from batch.plan import Deduper, in_shard
+
+SHOWN_INVALID = 20  # invalid rows listed by name; the rest are counted
+
+
+@dataclass(slots=True)
+class PlanResult:
+    rows: int = 0
+    to_renew: int = 0
+    duplicates: int = 0
+    out_of_shard: int = 0
+    invalid: int = 0
+    by_org_product: Counter[tuple[str, str]] = field(default_factory=Counter)
+    first_invalid: list[InvalidRow] = field(default_factory=list)
+
+
+def plan_inventory(
+    path: Path,
+    *,
+    fmt: Literal["csv", "parquet"] | None = None,
+    default_org: str | None = None,
+    shard: Shard | None = None,
+) -> PlanResult:
+    """Count what a run over `path` would renew, skip and reject."""
+    result = PlanResult()
+    deduper = Deduper()
+    for item in read_inventory(path, fmt=fmt, default_org=default_org):
+        result.rows += 1
+        if isinstance(item, InvalidRow):
+            result.invalid += 1
+            if len(result.first_invalid) < SHOWN_INVALID:
+                result.first_invalid.append(item)
+        elif not in_shard(item.key, shard):
+            result.out_of_shard += 1
+        elif not deduper.first_time(item.key):
+            result.duplicates += 1
+        else:
+            result.to_renew += 1
+            result.by_org_product[(item.org_id, _product(item))] += 1
+    return result
+
+
+def _product(device: Device) -> str:
+    return device.product_key or "(by assetId)"
+
+
+def render_plan(result: PlanResult, *, rate: float) -> str:
+    """The plan as a few plain lines for a terminal or a log."""
+    seconds = result.to_renew / rate
+    lines = [
+        f"rows: {result.rows}",
+        f"to renew: {result.to_renew}",
+        f"invalid rows: {result.invalid}",
+        f"duplicate devices: {result.duplicates} (reported as invalid, renewed once)",
+    ]
+    if result.out_of_shard:
+        lines.append(f"other shards: {result.out_of_shard}")
+    lines.append(f"estimated duration at {rate:g} requests/s: {_duration(seconds)}")
+    lines.append("by org / product:")
+    for (org, product), count in sorted(result.by_org_product.items()):
+        lines.append(f"  {org} / {product}: {count}")
+    for bad in result.first_invalid:
+        lines.append(f"  invalid row {bad.row}: {bad.reason}")
+    if result.invalid > len(result.first_invalid):
+        lines.append(f"  ... and {result.invalid - len(result.first_invalid)} more invalid rows")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"

@@ -1,0 +1,294 @@
+"""Renew one device, end to end, and return its Outcome: never raise for a device's failure.
+
+For each attempt: the intent (with any generated key) is made durable in the journal, the shared
+rate limiter grants a start, the signed call goes out, the error table decides about a retry.
+An answer that never came (`TransportError.sent`) is ambiguous: before anything is sent again,
+`reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
+journaled, then written as a bundle. Only batch-level trouble (authentication refused) raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from batch import keys
+from batch.bundles import write_bundle
+from batch.enos.client import EnosClient
+from batch.enos.errors import (
+    EnosError,
+    GatewayError,
+    MalformedResponse,
+    ThrottledError,
+    TransportError,
+    classify,
+    is_retryable,
+)
+from batch.errors import AbortedError
+from batch.journal import Entry, Journal, State
+from batch.keys import KeyMaterial
+from batch.limiter import RateLimiter
+from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution, Status
+from batch.plan import device_outcome
+from batch.reconcile import CaCache, Found, reconcile
+from batch.retry import RetryPolicy, backoff_delay, may_retry
+from batch.verify import Verified, verify_issued
+
+log = logging.getLogger(__name__)
+
+API_DEFAULT_VALID_DAYS = 730  # what EnOS applies when validDay is omitted (renew API page)
+
+
+@dataclass(slots=True)
+class Renewer:
+    """Everything a worker needs to renew devices; one per run, shared by all workers."""
+
+    client: EnosClient
+    limiter: RateLimiter
+    journal: Journal
+    out_dir: Path
+    key_mode: KeyMode
+    key_pool: Executor
+    policy: RetryPolicy
+    valid_days: int | None = None
+    pkcs12_passphrase: bytes | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    ca_cache: CaCache = field(default_factory=CaCache)
+
+    async def renew(self, device: Device, prior: State | None) -> Outcome:
+        """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
+        started = self.clock()
+        entry = self.journal.get(device.key) if prior is not None else None
+        if entry is not None and entry.state is State.RENEWED:
+            return await self._rebundle(device, entry, started)
+        try:
+            material = await self._material(device, entry)
+        except keys.CsrError as exc:
+            return device_outcome(
+                device, Status.INVALID, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
+            )
+        attempt = _Attempt(device=device, material=material, started=started)
+        if entry is not None:
+            attempt.previous = entry.attempts
+            attempt.intent_at = entry.intent_at
+            attempt.ambiguous = entry.state is State.INTENT  # a request was in flight at the crash
+        return await self._attempts(attempt)
+
+    async def _material(self, device: Device, entry: Entry | None) -> KeyMaterial | None:
+        if entry is not None and entry.csr_pem:
+            return keys.from_journal(entry.key_pem, entry.csr_pem)
+        loop = asyncio.get_running_loop()
+        if self.key_mode is KeyMode.REUSE:
+            return None
+        if self.key_mode is KeyMode.CSR_COLUMN:
+            if not device.csr_path:
+                raise keys.CsrError("key mode csr-column needs a csrPath for this device")
+            return await loop.run_in_executor(self.key_pool, keys.load_csr_file, device.csr_path)
+        subject = keys.subject_for(device)
+        return await loop.run_in_executor(self.key_pool, keys.generate, self.key_mode, subject)
+
+    async def _attempts(self, a: _Attempt) -> Outcome:
+        waited = 0.0
+        number = 0
+        while True:
+            number += 1
+            try:
+                found = await self._one_attempt(a)
+            except EnosError as exc:
+                cls = classify(exc)
+                if cls is ErrorClass.AUTH:
+                    raise AbortedError(f"authentication refused by EnOS: {exc}") from exc
+                retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
+                if isinstance(exc, ThrottledError):
+                    self.limiter.on_throttled(retry_after)
+                delay = backoff_delay(self.policy, number, self.rng, retry_after=retry_after)
+                if not is_retryable(cls) or not may_retry(self.policy, number, waited, delay):
+                    return await self._failed(a, exc, cls, number)
+                log.debug(
+                    "%s: attempt %d failed (%s), retry in %.2fs", a.device.key, number, cls, delay
+                )
+                await self.sleep(delay)
+                waited += delay
+                continue
+            return await self._accept(a, found, number)
+
+    async def _one_attempt(self, a: _Attempt) -> Found:
+        """Reconcile if ambiguous, else renew once. Raises EnosError for a failed attempt."""
+        if a.ambiguous and a.intent_at is not None:
+            await self.limiter.acquire()
+            found = await reconcile(self.client, a.device, a.material, a.intent_at, self.ca_cache)
+            a.ambiguous = False
+            if found is not None and found.issued is not None:
+                return found
+            if found is not None:  # renewed, but List gave no usable PEM: renew the new one
+                a.cert_sn = int(found.cert_sn)
+                a.resolution = Resolution.RECONCILED
+                a.note = (
+                    f"renewal of {a.device.cert_sn} took effect unseen; renewed "
+                    f"{found.cert_sn} again to obtain the certificate"
+                )
+        at = datetime.now(UTC)
+        material = a.material
+        await self.journal.record_intent(
+            a.device.key,
+            row=a.device.row,
+            cert_sn=a.device.cert_sn,
+            key_pem=material.key_pem if material else None,
+            csr_pem=material.csr_pem if material else None,
+            key_type=material.key_type if material else None,
+            at=at,
+        )
+        a.intent_at = a.intent_at or at
+        a.sent += 1
+        await self.limiter.acquire()
+        try:
+            issued = await self.client.renew_certificate(
+                a.device,
+                cert_sn=a.cert_sn if a.cert_sn is not None else a.device.cert_sn,
+                csr=material.csr_pem if material else None,
+                valid_day=self._valid_day(a.device),
+                issue_authority=material.issue_authority if material else a.device.issue_authority,
+            )
+        except EnosError as exc:
+            a.ambiguous = may_have_taken_effect(exc)
+            raise
+        return Found(issued=issued, cert_sn=issued.cert_sn, resolution=a.resolution)
+
+    def _valid_day(self, device: Device) -> int | None:
+        return device.valid_day or self.valid_days
+
+    def _requested_days(self, device: Device) -> int:
+        return self._valid_day(device) or API_DEFAULT_VALID_DAYS
+
+    async def _accept(self, a: _Attempt, found: Found, number: int) -> Outcome:
+        assert found.issued is not None
+        issued = found.issued
+        self.ca_cache.remember(issued.ca_pem)
+        now = found.signed_at or datetime.now(UTC)
+        verified = verify_issued(
+            issued,
+            expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
+            requested_days=self._requested_days(a.device),
+            now=now,
+        )
+        outcome = self._renewed_outcome(a, issued, verified, found.resolution, number)
+        await self.journal.record_renewed(
+            a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
+        )
+        key_pem = a.material.key_pem if a.material else None
+        return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
+
+    def _renewed_outcome(
+        self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution, number: int
+    ) -> Outcome:
+        status = Status.RENEWED if verified.ok else Status.FAILED
+        notes = [n for n in (a.note, "; ".join(verified.problems) or None) if n]
+        return device_outcome(
+            a.device,
+            status,
+            error_class=None if verified.ok else ErrorClass.VERIFICATION_FAILED,
+            error_message=None if verified.ok else "; ".join(verified.problems),
+            attempts=a.previous + a.sent,
+            new_cert_sn=issued.cert_sn,
+            not_before=verified.not_before,
+            not_after=verified.not_after,
+            requested_days=self._requested_days(a.device),
+            granted_days=verified.granted_days,
+            clamped=verified.clamped,
+            key_type=verified.key_type,
+            cert_sha256=verified.cert_sha256,
+            request_id=issued.request_id,
+            duration_ms=self._elapsed_ms(a.started),
+            resolution=resolution,
+            note="; ".join(notes) or None,
+        )
+
+    async def _write_bundle(
+        self, device: Device, outcome: Outcome, cert_pem: str, ca_pem: str, key_pem: bytes | None
+    ) -> Outcome:
+        path = await asyncio.to_thread(
+            write_bundle,
+            self.out_dir,
+            device,
+            cert_pem=cert_pem,
+            ca_pem=ca_pem,
+            key_pem=key_pem,
+            pkcs12_passphrase=self.pkcs12_passphrase if key_pem else None,
+        )
+        relative = str(path.relative_to(self.out_dir))
+        await self.journal.record_bundled(device.key, bundle_path=relative)
+        return replace(outcome, bundle_path=relative)
+
+    async def _rebundle(self, device: Device, entry: Entry, started: float) -> Outcome:
+        """The journal holds an issued certificate whose bundle was never written: write it."""
+        assert entry.cert_pem is not None and entry.ca_pem is not None
+        earlier = entry.outcome or device_outcome(device, Status.RENEWED)
+        outcome = replace(
+            earlier,
+            row=device.row,
+            resolution=Resolution.RESUMED,
+            duration_ms=self._elapsed_ms(started),
+            note="bundle rewritten from the journal",
+        )
+        return await self._write_bundle(
+            device, outcome, entry.cert_pem, entry.ca_pem, entry.key_pem
+        )
+
+    async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass, number: int) -> Outcome:
+        ambiguous = a.ambiguous
+        outcome = device_outcome(
+            a.device,
+            Status.FAILED,
+            error_class=ErrorClass.AMBIGUOUS if ambiguous else cls,
+            error_code=exc.code if exc.code is not None else exc.http_status,
+            error_message=str(exc),
+            attempts=a.previous + a.sent,
+            request_id=exc.request_id,
+            duration_ms=self._elapsed_ms(a.started),
+            note=a.note,
+        )
+        # An ambiguous device stays an intent in the journal: the next run reconciles it first.
+        if not ambiguous and not is_retryable(cls):
+            await self.journal.record_failed(a.device.key, outcome=outcome)
+        return outcome
+
+    def _elapsed_ms(self, started: float) -> int:
+        return round((self.clock() - started) * 1000)
+
+
+def may_have_taken_effect(exc: EnosError) -> bool:
+    """Whether a failed renew call may still have renewed: then List must tell before a retry.
+
+    No answer after the request left, an answer we could not read, or a proxy's 5xx in front of
+    EnOS all leave the renewal's fate unknown; an EnOS envelope (even 99500) or a 4xx does not.
+    """
+    if isinstance(exc, TransportError):
+        return exc.sent
+    if isinstance(exc, MalformedResponse):
+        return True
+    return isinstance(exc, GatewayError) and (exc.http_status or 0) >= 500
+
+
+@dataclass(slots=True, kw_only=True)
+class _Attempt:
+    """What one device's attempts have learned so far."""
+
+    device: Device
+    material: KeyMaterial | None
+    started: float
+    previous: int = 0  # requests sent in earlier runs
+    sent: int = 0  # requests sent in this run
+    intent_at: datetime | None = None
+    ambiguous: bool = False
+    cert_sn: int | None = None  # the serial to renew when it is no longer the inventory's
+    note: str | None = None
+    resolution: Resolution = Resolution.DIRECT

@@ -1,0 +1,130 @@
+"""`fleet-renew simulate`: run the EnOS simulator as a process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from batch.simulator.config import DEFAULT_ORG, SimulatorConfig
+from batch.simulator.testing import running_simulator
+
+_RATE = click.FloatRange(0.0, 1.0)
+
+
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on (0: any free).")
+@click.option(
+    "--fleet",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Inventory (CSV or Parquet) to seed devices from.  [default: no devices]",
+)
+@click.option("--app-key", envvar="ENOS_APP_KEY", required=True, help="App key (env ENOS_APP_KEY).")
+@click.option(
+    "--app-secret", envvar="ENOS_APP_SECRET", required=True, help="App secret (env ENOS_APP_SECRET)"
+)
+@click.option("--org", default=DEFAULT_ORG, show_default=True, help="Default organisation ID.")
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=1),
+    help="Business requests per second per app; more get HTTP 429.  [default: unlimited]",
+)
+@click.option("--latency-ms", default=0.0, show_default=True, help="Added latency per call, ms.")
+@click.option("--jitter-ms", default=0.0, show_default=True, help="Uniform +- latency jitter, ms.")
+@click.option("--fail-rate", type=_RATE, default=0.0, show_default=True, help="P(answer 99500).")
+@click.option(
+    "--drop-rate", type=_RATE, default=0.0, show_default=True, help="P(drop before any effect)."
+)
+@click.option(
+    "--lost-rate", type=_RATE, default=0.0, show_default=True, help="P(effect, then no answer)."
+)
+@click.option(
+    "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
+)
+@click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
+@click.option("--token-ttl", default=7200.0, show_default=True, help="Access token lifetime, s.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the fault injection RNG.")
+@click.option(
+    "--state-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the state JSON here on exit.  [default: not written]",
+)
+@click.option(
+    "--list-includes-pem",
+    is_flag=True,
+    help="List Certificate returns PEMs, not serials.  [default: off]",
+)
+@click.option(
+    "--retry-after", type=float, help="Retry-After seconds sent on HTTP 429.  [default: none]"
+)
+def simulate(  # one parameter per documented option
+    host: str,
+    port: int,
+    fleet: Path | None,
+    app_key: str,
+    app_secret: str,
+    org: str,
+    rate_limit: int | None,
+    latency_ms: float,
+    jitter_ms: float,
+    fail_rate: float,
+    drop_rate: float,
+    lost_rate: float,
+    product_max_days: int,
+    ca_days: int,
+    token_ttl: float,
+    seed: int,
+    state_out: Path | None,
+    list_includes_pem: bool,
+    retry_after: float | None,
+) -> None:
+    """Run an EnOS-compatible simulator until SIGTERM or SIGINT."""
+    try:
+        config = SimulatorConfig(
+            app_key=app_key,
+            app_secret=app_secret,
+            org_id=org,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            lost_rate=lost_rate,
+            product_max_days=product_max_days,
+            ca_days=ca_days,
+            token_ttl=token_ttl,
+            seed=seed,
+            list_includes_pem=list_includes_pem,
+            retry_after=retry_after,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    asyncio.run(_serve(config, fleet, host, port, state_out))
+
+
+async def _serve(
+    config: SimulatorConfig, fleet: Path | None, host: str, port: int, state_out: Path | None
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_simulator(config, fleet, host=host, port=port) as sim:
+        click.echo(f"listening on {sim.url}")
+        sys.stdout.flush()
+        await stop.wait()
+    if state_out is not None:
+        _write_json(state_out, sim.state_dict())
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Write atomically: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(partial, path)

@@ -1,0 +1,169 @@
+"""Checks on a certificate EnOS issued, before the job trusts it.
+
+Pure: the caller passes the time. Every check that fails adds one readable line to
+`Verified.problems`; an empty tuple means the certificate is good. The checks:
+
+- the certificate and the CA certificate parse (PEM; a missing trailing newline is fine);
+- the certificate's public key is the one we sent in the CSR (when we sent one);
+- it is signed by the returned CA, and that CA is a CA (BasicConstraints CA:TRUE);
+- its serial number is the `certSN` EnOS reported;
+- its validity is what was requested, or shorter only because the CA expires sooner
+  (`clamped`), and it starts within a day of now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from batch.keys import key_type, public_key_sha256
+from batch.model import Issued
+
+# How far notBefore may be from our clock, and how close to the CA's notAfter a shortened
+# certificate must end to count as clamped by the CA's remaining life (clock skew, rounding).
+TOLERANCE = timedelta(days=1)
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verified:
+    """The verdict on one issued certificate, and the facts read from it."""
+
+    problems: tuple[str, ...] = ()  # empty = OK
+    cert_sha256: str | None = None  # hex SHA-256 of the certificate's DER (its fingerprint)
+    serial: str | None = None  # decimal
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    granted_days: int | None = None
+    clamped: bool = False  # shorter than requested because the CA expires sooner
+    key_type: str | None = None
+    public_key_sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_issued(
+    issued: Issued,
+    *,
+    expected_public_key_sha256: str | None,
+    requested_days: int,
+    now: datetime,
+) -> Verified:
+    """Check what EnOS returned; `now` is aware (a naive datetime is taken as UTC)."""
+    try:
+        cert = _load_certificates(issued.cert_pem, "certificate")[0]
+    except ValueError as exc:
+        return Verified(problems=(str(exc),))
+    problems: list[str] = []
+    ca = _issuing_ca(cert, issued.ca_pem, problems)
+    key_sha256 = public_key_sha256(cert.public_key())
+    if expected_public_key_sha256 is not None and key_sha256 != expected_public_key_sha256:
+        problems.append("certificate public key is not the key of the CSR we sent")
+    problems.extend(_serial_problems(cert, issued.cert_sn))
+    granted, clamped = _check_validity(cert, ca, requested_days, _aware(now), problems)
+    return Verified(
+        problems=tuple(problems),
+        cert_sha256=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        serial=str(cert.serial_number),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        granted_days=granted,
+        clamped=clamped,
+        key_type=key_type(cert.public_key()),
+        public_key_sha256=key_sha256,
+    )
+
+
+def _load_certificates(pem: str | None, what: str) -> Sequence[x509.Certificate]:
+    """Every certificate in a PEM string; ValueError naming `what` when there is none."""
+    if not pem or not pem.strip():
+        raise ValueError(f"{what} is missing")
+    # The API's JSON escapes newlines; a client that decoded the envelope twice leaves "\n".
+    text = pem if "\n" in pem.strip() else pem.replace("\\n", "\n")
+    try:
+        certificates = x509.load_pem_x509_certificates(text.encode("utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{what} does not parse as a PEM certificate") from exc
+    return certificates
+
+
+def _issuing_ca(
+    cert: x509.Certificate, ca_pem: str, problems: list[str]
+) -> x509.Certificate | None:
+    """The returned CA certificate that signed `cert`, or None with the reason in problems."""
+    try:
+        cas = _load_certificates(ca_pem, "CA certificate")
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+    named = [ca for ca in cas if ca.subject == cert.issuer]
+    if not named:
+        problems.append(
+            f"certificate issuer {cert.issuer.rfc4514_string()!r} is not the returned CA"
+            f" {cas[0].subject.rfc4514_string()!r}"
+        )
+        return None
+    ca = named[0]
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        problems.append("certificate signature does not verify with the returned CA's key")
+    if not _is_ca(ca):
+        problems.append("the returned CA certificate lacks BasicConstraints CA:TRUE")
+    return ca
+
+
+def _is_ca(ca: x509.Certificate) -> bool:
+    try:
+        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.ca
+
+
+def _serial_problems(cert: x509.Certificate, cert_sn: str) -> list[str]:
+    try:
+        reported = int(str(cert_sn).strip(), 10)
+    except ValueError:
+        return [f"certSN {cert_sn!r} is not a decimal number"]
+    if reported != cert.serial_number:
+        return [f"certificate serial {cert.serial_number} is not the reported certSN {reported}"]
+    return []
+
+
+def _check_validity(
+    cert: x509.Certificate,
+    ca: x509.Certificate | None,
+    requested_days: int,
+    now: datetime,
+    problems: list[str],
+) -> tuple[int, bool]:
+    """(granted days, clamped); appends a problem when the validity is not acceptable."""
+    not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    granted = round((not_after - not_before).total_seconds() / SECONDS_PER_DAY)
+    clamped = False
+    if granted != requested_days:
+        clamped = (
+            granted < requested_days
+            and ca is not None
+            and abs(not_after - ca.not_valid_after_utc) <= TOLERANCE
+        )
+        if not clamped:
+            problems.append(f"granted {granted} days, requested {requested_days}")
+    if abs(not_before - now) > TOLERANCE:
+        problems.append(
+            f"notBefore {not_before.isoformat()} is more than a day from now ({now.isoformat()})"
+        )
+    return granted, clamped
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

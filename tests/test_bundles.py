@@ -1,0 +1,429 @@
+"""Tests for batch.bundles: safe folder names, atomic files, 0600 keys, PKCS#12, openssl verify."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batch.bundles import (
+    MAX_NAME,
+    atomic_output,
+    bundle_dir,
+    device_dir_name,
+    safe,
+    write_bundle,
+)
+from batch.model import Device
+
+# --- a real CA and leaf -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert_pem: str
+    ca_pem: str
+    key_pem: bytes
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Test Device CA"))
+        .issuer_name(_name("Test Device CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], cn: str, *, rsa_key: bool
+) -> Issued:
+    ca_key, ca_cert = ca
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(52771)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pem = serialization.Encoding.PEM
+    return Issued(cert.public_bytes(pem).decode(), ca_cert.public_bytes(pem).decode(), key_pem)
+
+
+@pytest.fixture(scope="module")
+def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    return make_ca()
+
+
+@pytest.fixture(scope="module")
+def leaf(ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]) -> Issued:
+    return issue(ca, "asset-1", rsa_key=True)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: file modes then come from the code alone."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+ASSET = Device(row=2, org_id="o1", asset_id="asset-1", cert_sn=52770)
+PAIR = Device(row=3, org_id="o1", product_key="pk", device_key="dev.1", cert_sn=1)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def test_clean_identifiers_are_used_as_they_are(tmp_path: Path) -> None:
+    assert bundle_dir(tmp_path, ASSET) == tmp_path / "bundles" / "o1" / "asset-1"
+    assert bundle_dir(tmp_path, PAIR) == tmp_path / "bundles" / "o1" / "pk__dev.1"
+
+
+def _tag(original: str) -> str:
+    return hashlib.sha256(original.encode()).hexdigest()[:8]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_prefix"),
+    [
+        ("", "_"),
+        (".", "_"),
+        ("..", "__"),
+        (".hidden", "_hidden"),
+        ("../../etc", "___.._etc"),
+        ("a/b", "a_b"),
+        ("a\\b", "a_b"),
+        ("caf\u00e9", "caf_"),
+        ("x\x00y", "x_y"),
+        ("abc-0123abcd", "abc-0123abcd"),  # looks like a tag: tagged so it cannot clash with one
+    ],
+)
+def test_unsafe_names_are_rewritten_and_tagged(name: str, expected_prefix: str) -> None:
+    assert safe(name) == f"{expected_prefix}-{_tag(name)}"
+
+
+def test_long_names_are_capped_and_tagged() -> None:
+    name = "a" * 500
+    result = safe(name)
+    assert len(result) == MAX_NAME
+    assert result.endswith("-" + _tag(name))
+    assert safe("a" * MAX_NAME) == "a" * MAX_NAME  # exactly at the cap: unchanged
+
+
+def test_asset_id_that_reads_like_a_pair_does_not_share_the_pairs_folder() -> None:
+    asset = Device(row=2, org_id="o", asset_id="pk__dk", cert_sn=1)
+    pair = Device(row=3, org_id="o", product_key="pk", device_key="dk", cert_sn=1)
+    assert device_dir_name(pair) == "pk__dk"
+    assert device_dir_name(asset).startswith("pk__dk-")
+    split_one = Device(row=4, org_id="o", product_key="a_", device_key="b", cert_sn=1)
+    split_two = Device(row=5, org_id="o", product_key="a", device_key="_b", cert_sn=1)
+    assert device_dir_name(split_one) != device_dir_name(split_two)
+
+
+SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*")
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_safe_always_gives_one_harmless_component(name: str) -> None:
+    result = safe(name)
+    assert SAFE_COMPONENT.fullmatch(result)
+    assert result not in {".", ".."}
+    assert 0 < len(result) <= MAX_NAME
+
+
+@given(st.text(), st.text())
+@settings(max_examples=500)
+def test_different_names_never_share_a_safe_name(first: str, second: str) -> None:
+    if first != second:
+        assert safe(first) != safe(second)
+
+
+@given(st.text(max_size=3, alphabet="a_/."), st.text(max_size=3, alphabet="a_/."))
+@settings(max_examples=300)
+def test_near_identical_short_names_stay_distinct(first: str, second: str) -> None:
+    if first != second:
+        assert safe(first) != safe(second)
+
+
+identifiers = st.text(min_size=1, max_size=40) | st.sampled_from(
+    ["..", ".", "../..", "/etc/passwd", "a/../../b", "__", "_", "-", "~", "\\..\\.."]
+)
+devices = st.one_of(
+    st.builds(Device, row=st.just(2), org_id=identifiers, asset_id=identifiers, cert_sn=st.just(1)),
+    st.builds(
+        Device,
+        row=st.just(2),
+        org_id=identifiers,
+        product_key=identifiers,
+        device_key=identifiers,
+        cert_sn=st.just(1),
+    ),
+)
+
+
+@given(devices)
+@settings(max_examples=500)
+def test_no_identifier_escapes_the_bundles_folder(device: Device) -> None:
+    out = Path("/srv/run-out")
+    folder = bundle_dir(out, device)
+    resolved = Path(os.path.normpath(folder))
+    assert resolved.parent.parent == out / "bundles"
+    assert resolved == folder  # nothing for normpath to collapse: no "..", no "."
+
+
+@given(devices, devices)
+@settings(max_examples=500)
+def test_different_devices_never_share_a_folder(first: Device, second: Device) -> None:
+    if (first.org_id, first.asset_id, first.product_key, first.device_key) != (
+        second.org_id,
+        second.asset_id,
+        second.product_key,
+        second.device_key,
+    ):
+        assert bundle_dir("/out", first) != bundle_dir("/out", second)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def test_bundle_files_hold_cert_ca_chain_and_key(tmp_path: Path, leaf: Issued) -> None:
+    folder = write_bundle(
+        tmp_path, ASSET, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem
+    )
+    assert folder == tmp_path / "bundles" / "o1" / "asset-1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.pem",
+        "cert.pem",
+        "fullchain.pem",
+        "key.pem",
+    ]
+    assert (folder / "cert.pem").read_text() == leaf.cert_pem
+    assert (folder / "ca.pem").read_text() == leaf.ca_pem
+    chain = x509.load_pem_x509_certificates((folder / "fullchain.pem").read_bytes())
+    assert chain[0].serial_number == 52771
+    assert chain[1] == x509.load_pem_x509_certificate(leaf.ca_pem.encode())
+    assert (folder / "key.pem").read_bytes() == leaf.key_pem
+
+
+def test_key_is_0600_and_public_files_are_not(
+    tmp_path: Path, leaf: Issued, open_umask: None
+) -> None:
+    folder = write_bundle(
+        tmp_path, ASSET, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem
+    )
+    assert mode(folder / "key.pem") == 0o600
+    assert mode(folder / "cert.pem") == mode(folder / "fullchain.pem") == 0o644
+
+
+def test_temporary_key_file_is_0600_from_creation(tmp_path: Path, open_umask: None) -> None:
+    """The secret is never readable by others: not even the temp file before the rename."""
+    target = tmp_path / "key.pem"
+    with atomic_output(target, mode=0o600) as stream:
+        (temp,) = [p for p in tmp_path.iterdir() if p.name != "key.pem"]
+        assert mode(temp) == 0o600
+        stream.write(b"secret")
+        assert not target.exists()  # nothing appears under the real name before the end
+    assert target.read_bytes() == b"secret"
+    assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "cert.pem"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(target) as stream:
+        stream.write(b"half of a new")
+        raise RuntimeError("disk on fire")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cert.pem"]
+
+
+def test_no_key_given_means_no_key_file(tmp_path: Path, leaf: Issued) -> None:
+    folder = write_bundle(tmp_path, PAIR, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=None)
+    assert not (folder / "key.pem").exists()
+    assert folder.name == "pk__dev.1"
+
+
+def test_rewrite_replaces_the_bundle_but_keeps_an_earlier_key(
+    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], leaf: Issued
+) -> None:
+    write_bundle(
+        tmp_path,
+        ASSET,
+        cert_pem=leaf.cert_pem,
+        ca_pem=leaf.ca_pem,
+        key_pem=leaf.key_pem,
+        pkcs12_passphrase=b"pw",
+    )
+    newer = issue(ca, "asset-1", rsa_key=False)
+    folder = write_bundle(
+        tmp_path, ASSET, cert_pem=newer.cert_pem, ca_pem=newer.ca_pem, key_pem=None
+    )
+    assert (folder / "cert.pem").read_text() == newer.cert_pem
+    assert (folder / "fullchain.pem").read_text().startswith(newer.cert_pem)
+    assert (folder / "key.pem").read_bytes() == leaf.key_pem  # a private key is never deleted
+    assert not (folder / "bundle.p12").exists()  # it held the superseded certificate
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.pem",
+        "cert.pem",
+        "fullchain.pem",
+        "key.pem",
+    ]
+
+
+def test_pem_without_trailing_newline_still_makes_a_valid_chain(
+    tmp_path: Path, leaf: Issued
+) -> None:
+    folder = write_bundle(
+        tmp_path,
+        ASSET,
+        cert_pem=leaf.cert_pem.rstrip("\n"),
+        ca_pem=leaf.ca_pem.rstrip("\n"),
+        key_pem=None,
+    )
+    chain = x509.load_pem_x509_certificates((folder / "fullchain.pem").read_bytes())
+    assert len(chain) == 2
+
+
+def test_pkcs12_holds_key_cert_and_ca_under_the_device_name(
+    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], open_umask: None
+) -> None:
+    issued = issue(ca, "pk/dev.1", rsa_key=False)
+    folder = write_bundle(
+        tmp_path,
+        PAIR,
+        cert_pem=issued.cert_pem,
+        ca_pem=issued.ca_pem,
+        key_pem=issued.key_pem,
+        pkcs12_passphrase=b"correct horse",
+    )
+    p12 = folder / "bundle.p12"
+    assert mode(p12) == 0o600
+    loaded = pkcs12.load_pkcs12(p12.read_bytes(), b"correct horse")
+    assert loaded.cert is not None and loaded.key is not None
+    assert loaded.cert.friendly_name == b"pk/dev.1"
+    assert loaded.cert.certificate == x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    assert [c.certificate for c in loaded.additional_certs] == [ca[1]]
+    key_der = loaded.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert key_der == loaded.cert.certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(ValueError):
+        pkcs12.load_pkcs12(p12.read_bytes(), b"wrong")
+
+
+def test_pkcs12_without_a_key_is_refused(tmp_path: Path, leaf: Issued) -> None:
+    with pytest.raises(ValueError, match="private key"):
+        write_bundle(
+            tmp_path,
+            ASSET,
+            cert_pem=leaf.cert_pem,
+            ca_pem=leaf.ca_pem,
+            key_pem=None,
+            pkcs12_passphrase=b"pw",
+        )
+    assert not (tmp_path / "bundles").exists()
+
+
+def test_hostile_identifiers_write_inside_the_bundles_folder(tmp_path: Path, leaf: Issued) -> None:
+    out = tmp_path / "out"
+    hostile = Device(row=2, org_id="../..", asset_id="../../../../tmp/x", cert_sn=1)
+    folder = write_bundle(out, hostile, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=None)
+    assert folder.resolve().is_relative_to((out / "bundles").resolve())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(p.is_relative_to(out / "bundles") for p in written)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not on PATH")
+@pytest.mark.parametrize("rsa_key", [True, False])
+def test_bundle_verifies_with_openssl(
+    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], rsa_key: bool
+) -> None:
+    issued = issue(ca, "asset-1", rsa_key=rsa_key)
+    folder = write_bundle(
+        tmp_path, ASSET, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem, key_pem=issued.key_pem
+    )
+    done = subprocess.run(
+        ["openssl", "verify", "-CAfile", "ca.pem", "cert.pem"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cert.pem: OK" in done.stdout
+    # The check can fail: a certificate from another CA does not verify against this ca.pem.
+    stranger = issue(make_ca(), "asset-1", rsa_key=False)
+    (tmp_path / "other.pem").write_text(stranger.cert_pem)
+    refused = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(folder / "ca.pem"), str(tmp_path / "other.pem")],
+        capture_output=True,
+        check=False,
+    )
+    assert refused.returncode != 0

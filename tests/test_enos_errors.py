@@ -1,0 +1,151 @@
+"""The EnOS error tree and the table that classifies every code and status."""
+
+from __future__ import annotations
+
+import pytest
+
+from batch.enos.errors import (
+    POLICY,
+    ApiError,
+    AuthError,
+    EnosError,
+    GatewayError,
+    MalformedResponse,
+    NetworkError,
+    RequestTimeout,
+    ThrottledError,
+    TransportError,
+    classify,
+    classify_code,
+    classify_http_status,
+    is_retryable,
+)
+from batch.model import ErrorClass
+
+# What the batch does with each class, written out independently of the table under test.
+RETRYABLE = {
+    ErrorClass.SERVER_ERROR,
+    ErrorClass.THROTTLED,
+    ErrorClass.NETWORK,
+    ErrorClass.TIMEOUT,
+    ErrorClass.MALFORMED_RESPONSE,
+    ErrorClass.AMBIGUOUS,
+}
+
+
+def test_policy_covers_every_error_class() -> None:
+    assert set(POLICY) == set(ErrorClass)
+    assert all(rule.hint for rule in POLICY.values())
+
+
+@pytest.mark.parametrize("cls", list(ErrorClass))
+def test_retryable_classes_are_the_transient_ones(cls: ErrorClass) -> None:
+    assert is_retryable(cls) is (cls in RETRYABLE)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (99400, ErrorClass.INVALID_REQUEST),
+        (99403, ErrorClass.PERMISSION_DENIED),
+        (99404, ErrorClass.NOT_FOUND),
+        (99500, ErrorClass.SERVER_ERROR),
+        (11404, ErrorClass.DEVICE_NOT_FOUND),
+        (11833, ErrorClass.CERT_BOUND_TO_OTHER_DEVICE),
+        (1002, ErrorClass.AUTH),
+        (1003, ErrorClass.AUTH),
+        (1203, ErrorClass.AUTH),
+        (1204, ErrorClass.AUTH),
+        (12345, ErrorClass.UNKNOWN),
+        (None, ErrorClass.UNKNOWN),
+    ],
+)
+def test_api_codes_are_classified(code: int | None, expected: ErrorClass) -> None:
+    assert classify_code(code) is expected
+    error = ApiError("msg", code=code, http_status=200, request_id="r-1")
+    assert classify(error) is expected
+    assert (error.code, error.http_status, error.request_id) == (code, 200, "r-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, ErrorClass.INVALID_REQUEST),
+        (401, ErrorClass.AUTH),
+        (403, ErrorClass.PERMISSION_DENIED),
+        (404, ErrorClass.NOT_FOUND),
+        (413, ErrorClass.INVALID_REQUEST),
+        (429, ErrorClass.THROTTLED),
+        (500, ErrorClass.SERVER_ERROR),
+        (502, ErrorClass.SERVER_ERROR),
+        (503, ErrorClass.SERVER_ERROR),
+        (418, ErrorClass.UNKNOWN),
+        (None, ErrorClass.UNKNOWN),
+    ],
+)
+def test_gateway_statuses_are_classified(status: int | None, expected: ErrorClass) -> None:
+    assert classify_http_status(status) is expected
+    assert classify(GatewayError("HTTP error", http_status=status)) is expected
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "The original certificate has been revoked and cannot be updated.",
+            ErrorClass.CERT_REVOKED,
+        ),
+        ("The original certificate has expired and cannot be updated.", ErrorClass.CERT_EXPIRED),
+        ("Invalid Argument certSn:certSn is missing", ErrorClass.INVALID_REQUEST),
+        (
+            "The specified validity period exceeds the maximum certificate validity period of "
+            "the product to which this device belongs.",
+            ErrorClass.INVALID_REQUEST,
+        ),
+    ],
+)
+def test_documented_99400_messages_refine_the_class(message: str, expected: ErrorClass) -> None:
+    assert classify(ApiError(message, code=99400)) is expected
+
+
+def test_refinement_only_applies_to_invalid_requests() -> None:
+    # The same words under another code keep that code's class.
+    error = ApiError("The original certificate has expired", code=99500)
+    assert classify(error) is ErrorClass.SERVER_ERROR
+
+
+def test_throttled_is_a_gateway_error_with_retry_after() -> None:
+    error = ThrottledError("API rate limit exceeded", retry_after=2.5)
+    assert isinstance(error, GatewayError)
+    assert (error.http_status, error.retry_after) == (429, 2.5)
+    assert classify(error) is ErrorClass.THROTTLED
+    assert ThrottledError("x").retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (AuthError("refused", code=1002), ErrorClass.AUTH),
+        (AuthError("HTTP 401", http_status=401), ErrorClass.AUTH),
+        (NetworkError("reset", sent=True), ErrorClass.NETWORK),
+        (RequestTimeout("slow", sent=False), ErrorClass.TIMEOUT),
+        (MalformedResponse("not JSON", http_status=200), ErrorClass.MALFORMED_RESPONSE),
+        (EnosError("something else"), ErrorClass.UNKNOWN),
+    ],
+)
+def test_every_error_type_has_its_class(error: EnosError, expected: ErrorClass) -> None:
+    assert classify(error) is expected
+    assert isinstance(error, EnosError)
+
+
+@pytest.mark.parametrize("sent", [True, False])
+def test_transport_errors_say_whether_the_request_left(sent: bool) -> None:
+    for error in (NetworkError("x", sent=sent), RequestTimeout("x", sent=sent)):
+        assert isinstance(error, TransportError)
+        assert error.sent is sent
+
+
+def test_errors_carry_their_data_and_print_their_message() -> None:
+    error = GatewayError("HTTP 502: bad gateway", code=7, http_status=502, request_id="rid")
+    assert str(error) == "HTTP 502: bad gateway" == error.message
+    assert (error.code, error.http_status, error.request_id) == (7, 502, "rid")

@@ -1,0 +1,426 @@
+"""The whole job, in process, against the real simulator over loopback.
+
+Each test writes a real inventory file, runs `pipeline.run`, and checks the report, the bundles
+and the simulator's own record of what happened.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import stat
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from batch.config import Credentials, RunConfig
+from batch.errors import InventoryError
+from batch.model import KeyMode
+from batch.pipeline import run
+from batch.report import REPORT_COLUMNS, Summary
+from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
+
+ORG = "o-test"
+KEY, SECRET = "pipeline-key", "pipeline-secret"
+
+
+def write_inventory(path: Path, rows: Iterable[Mapping[str, object]]) -> Path:
+    rows = list(rows)
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def fleet(n: int, start: int = 1000, **extra: object) -> list[dict[str, object]]:
+    return [
+        {
+            "orgId": ORG,
+            "productKey": "pkA",
+            "deviceKey": f"dev-{i:04d}",
+            "certSn": start + i,
+            **extra,
+        }
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Result:
+    summary: Summary
+    rows: list[dict[str, str]]
+    out: Path
+    sim: RunningSimulator
+
+    def by_device(self) -> dict[str, dict[str, str]]:
+        return {r["deviceKey"] or r["assetId"]: r for r in self.rows}
+
+    def renewals(self, identity: str) -> int:
+        return int(self.sim.state_dict()["devices"][identity]["renewals"])
+
+
+@asynccontextmanager
+async def simulator(
+    rows: list[dict[str, object]], tmp: Path, **kw: Any
+) -> AsyncIterator[RunningSimulator]:
+    config = SimulatorConfig(app_key=KEY, app_secret=SECRET, org_id=ORG, **kw)
+    async with running_simulator(config, rows) as sim:
+        yield sim
+
+
+async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: Any) -> Result:
+    options.setdefault("rate", 200)
+    options.setdefault("progress", "off")
+    config = RunConfig(
+        inventory=inventory,
+        out_dir=out,
+        api_url=sim.url,
+        credentials=Credentials(app_key=KEY, app_secret=SECRET),
+        **options,
+    )
+    summary = await run(config)
+    return Result(summary, read_csv(out / "report.csv"), out, sim)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+async def job(
+    tmp_path: Path,
+    rows: list[dict[str, object]],
+    sim_kw: Mapping[str, Any] | None = None,
+    inventory_rows: list[dict[str, object]] | None = None,
+    **options: Any,
+) -> Result:
+    inventory = write_inventory(tmp_path / "inventory.csv", inventory_rows or rows)
+    async with simulator(rows, tmp_path, **(sim_kw or {})) as sim:
+        return await run_job(sim, inventory, tmp_path / "out", **options)
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def assert_bundle_is_sound(bundle: Path, *, with_key: bool) -> None:
+    cert, ca = load_cert(bundle / "cert.pem"), load_cert(bundle / "ca.pem")
+    cert.verify_directly_issued_by(ca)
+    assert (
+        (bundle / "fullchain.pem")
+        .read_bytes()
+        .startswith((bundle / "cert.pem").read_bytes().strip())
+    )
+    key_path = bundle / "key.pem"
+    assert key_path.exists() is with_key
+    if with_key:
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        der = serialization.Encoding.DER
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        assert key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+
+
+# --- every key mode, every output file --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "n", "key_type"),
+    [
+        (KeyMode.REUSE, 12, "EC-P256"),
+        (KeyMode.EC256, 12, "EC-P256"),
+        (KeyMode.RSA2048, 3, "RSA-2048"),
+    ],
+)
+async def test_each_key_mode_renews_every_device(
+    tmp_path: Path, mode: KeyMode, n: int, key_type: str
+) -> None:
+    result = await job(tmp_path, fleet(n), key_mode=mode)
+    assert result.summary.exit_code == 0
+    assert [r["status"] for r in result.rows] == ["renewed"] * n
+    for row in result.rows:
+        assert row["keyType"] == key_type
+        assert row["resolution"] == "direct"
+        assert result.renewals(f"pkA/{row['deviceKey']}") == 1
+        assert_bundle_is_sound(result.out / row["bundlePath"], with_key=mode is not KeyMode.REUSE)
+
+
+async def test_csr_column_mode_sends_the_operators_csr(tmp_path: Path) -> None:
+    rows = fleet(3)
+    keys = {}
+    for row in rows:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name.from_rfc4514_string(
+            f"CN={row['deviceKey']},OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN"
+        )
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        path = tmp_path / f"{row['deviceKey']}.csr"
+        path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        keys[row["deviceKey"]] = key
+    inventory_rows = [{**r, "csrPath": str(tmp_path / f"{r['deviceKey']}.csr")} for r in rows]
+    inventory_rows.append(
+        {
+            **fleet(1, start=5000)[0],
+            "deviceKey": "dev-nocsr",
+            "csrPath": str(tmp_path / "missing.csr"),
+        }
+    )
+    result = await job(
+        tmp_path,
+        [*rows, inventory_rows[-1]],
+        inventory_rows=inventory_rows,
+        key_mode=KeyMode.CSR_COLUMN,
+    )
+    by = result.by_device()
+    for name, key in keys.items():
+        assert by[name]["status"] == "renewed"
+        cert = load_cert(result.out / by[name]["bundlePath"] / "cert.pem")
+        assert cert.public_key() == key.public_key()
+        assert not (result.out / by[name]["bundlePath"] / "key.pem").exists()
+    assert by["dev-nocsr"]["status"] == "invalid"
+    assert by["dev-nocsr"]["errorClass"] == "invalid_input"
+    assert result.summary.exit_code == 1
+
+
+async def test_every_output_file_is_written(tmp_path: Path) -> None:
+    rows = [*fleet(4), {"orgId": ORG, "assetId": "gone", "certSn": 7, "sandbox": "absent"}]
+    result = await job(tmp_path, rows, sim_kw={"fail_rate": 0.0}, key_mode=KeyMode.EC256)
+    out = result.out
+    assert list(result.rows[0]) == list(REPORT_COLUMNS)
+    table = pq.read_table(out / "report.parquet")
+    assert table.num_rows == len(result.rows) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 1
+    assert summary["counts_by_status"] == {"renewed": 4, "failed": 1}
+    assert summary["counts_by_class"] == {"device_not_found": 1}
+    assert (out / "retry.csv").read_text().splitlines()[0].startswith("orgId")
+    assert stat.S_IMODE((out / "journal.sqlite").stat().st_mode) == 0o600
+    # no secret, token or key material in anything the operator reads or ships
+    for name in ("report.csv", "summary.json", "retry.csv"):
+        text = (out / name).read_text()
+        assert SECRET not in text and "PRIVATE KEY" not in text
+
+
+# --- every error class ---------------------------------------------------------------------------
+
+
+async def test_documented_failures_are_classified_and_only_transient_ones_retried(
+    tmp_path: Path,
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": ORG, "assetId": "ok", "certSn": 1},
+        {"orgId": ORG, "assetId": "flaky", "certSn": 2, "sandbox": "flaky"},
+        {"orgId": ORG, "assetId": "absent", "certSn": 3, "sandbox": "absent"},
+        {"orgId": ORG, "assetId": "expired", "certSn": 4, "sandbox": "expired"},
+        {"orgId": ORG, "assetId": "revoked", "certSn": 5, "sandbox": "revoked"},
+        {"orgId": ORG, "assetId": "noauth", "certSn": 6, "sandbox": "no-cert-auth"},
+        {"orgId": ORG, "assetId": "thief", "certSn": 1},  # certSn 1 is ok's: 11833
+        {"orgId": ORG, "assetId": "toolong", "certSn": 8, "validDay": 9999},
+    ]
+    result = await job(tmp_path, rows, sim_kw={"product_max_days": 3650})
+    by = result.by_device()
+    expected = {
+        "ok": ("renewed", ""),
+        "flaky": ("renewed", ""),
+        "absent": ("failed", "device_not_found"),
+        "expired": ("failed", "cert_expired"),
+        "revoked": ("failed", "cert_revoked"),
+        "noauth": ("failed", "invalid_request"),
+        "thief": ("failed", "cert_bound_to_other_device"),
+        "toolong": ("failed", "invalid_request"),
+    }
+    assert {k: (v["status"], v["errorClass"]) for k, v in by.items()} == expected
+    assert by["flaky"]["attempts"] == "2"
+    assert by["absent"]["attempts"] == "1"  # permanent: never retried
+    assert by["absent"]["errorCode"] == "11404"
+    assert by["thief"]["errorCode"] == "11833"
+    assert result.summary.exit_code == 1
+    assert (result.out / "retry.csv").read_text().count("\n") == 1  # header only: none retryable
+
+
+async def test_exhausted_server_errors_fail_and_land_in_retry_csv(tmp_path: Path) -> None:
+    result = await job(tmp_path, fleet(3), sim_kw={"fail_rate": 1.0}, max_attempts=2)
+    assert {r["errorClass"] for r in result.rows} == {"server_error"}
+    assert {r["attempts"] for r in result.rows} == {"2"}
+    retry_rows = read_csv(result.out / "retry.csv")
+    assert sorted(r["deviceKey"] for r in retry_rows) == [f"dev-{i:04d}" for i in range(3)]
+
+
+async def test_invalid_rows_and_duplicates_are_reported_once_each(tmp_path: Path) -> None:
+    rows = fleet(2)
+    inventory_rows: list[dict[str, object]] = [
+        *rows,
+        {"orgId": ORG, "productKey": "pkA", "deviceKey": "bad", "certSn": "12x"},
+        {"orgId": ORG, "productKey": "pkA", "deviceKey": "", "certSn": 5},
+        rows[0],
+    ]
+    result = await job(tmp_path, rows, inventory_rows=inventory_rows)
+    assert len(result.rows) == 5
+    statuses = sorted((r["row"], r["status"], r["errorClass"]) for r in result.rows)
+    assert statuses == [
+        ("2", "renewed", ""),
+        ("3", "renewed", ""),
+        ("4", "invalid", "invalid_input"),
+        ("5", "invalid", "invalid_input"),
+        ("6", "invalid", "duplicate"),
+    ]
+    assert result.renewals("pkA/dev-0000") == 1
+
+
+async def test_validity_longer_than_the_ca_is_clamped(tmp_path: Path) -> None:
+    result = await job(tmp_path, fleet(2), sim_kw={"ca_days": 100}, valid_days=365)
+    for row in result.rows:
+        assert row["status"] == "renewed"
+        assert row["clamped"] == "true"
+        assert row["requestedDays"] == "365"
+        assert int(row["grantedDays"]) <= 100
+
+
+async def test_throttling_slows_down_and_still_renews_everything(tmp_path: Path) -> None:
+    result = await job(tmp_path, fleet(60), sim_kw={"rate_limit": 20}, rate=40)
+    assert {r["status"] for r in result.rows} == {"renewed"}
+    stats = result.sim.state_dict()["stats"]
+    assert stats["throttled"] > 0
+    assert result.summary.extra["throttled"] == stats["throttled"]
+
+
+# --- ambiguous answers ----------------------------------------------------------------------------
+
+
+async def test_lost_answers_are_reconciled_not_renewed_twice(tmp_path: Path) -> None:
+    rows = fleet(30)
+    result = await job(
+        tmp_path,
+        rows,
+        sim_kw={"lost_rate": 0.3, "list_includes_pem": True, "seed": 3},
+        key_mode=KeyMode.EC256,
+        max_attempts=6,
+    )
+    assert {r["status"] for r in result.rows} == {"renewed"}
+    resolutions = {r["resolution"] for r in result.rows}
+    assert "reconciled" in resolutions
+    for row in result.rows:
+        assert result.renewals(f"pkA/{row['deviceKey']}") == 1
+        assert_bundle_is_sound(result.out / row["bundlePath"], with_key=True)
+
+
+async def test_lost_answer_without_pem_in_list_is_renewed_once_more_and_said_so(
+    tmp_path: Path,
+) -> None:
+    result = await job(
+        tmp_path,
+        fleet(20),
+        sim_kw={"lost_rate": 0.3, "seed": 5},
+        key_mode=KeyMode.EC256,
+        max_attempts=6,
+    )
+    assert {r["status"] for r in result.rows} == {"renewed"}
+    reconciled = [r for r in result.rows if r["resolution"] == "reconciled"]
+    assert reconciled
+    for row in reconciled:
+        assert "again" in row["note"]
+        assert_bundle_is_sound(result.out / row["bundlePath"], with_key=True)
+    states = result.sim.state_dict()["devices"]
+    for row in result.rows:
+        certs = states[f"pkA/{row['deviceKey']}"]["certificates"]
+        assert [c["serial"] for c in certs if c["status"] == "valid"] == [row["newCertSn"]]
+
+
+# --- batch-level endings ----------------------------------------------------------------
+
+
+async def test_refused_credentials_abort_with_exit_3(tmp_path: Path) -> None:
+    rows = fleet(5)
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        config = RunConfig(
+            inventory=inventory,
+            out_dir=tmp_path / "out",
+            api_url=sim.url,
+            credentials=Credentials(app_key=KEY, app_secret="wrong"),
+            progress="off",
+        )
+        summary = await run(config)
+    assert summary.exit_code == 3
+    assert "authentication" in (summary.aborted_reason or "")
+    assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
+
+
+async def test_circuit_breaker_stops_a_run_of_identical_failures(tmp_path: Path) -> None:
+    rows = [{"orgId": ORG, "assetId": f"a{i}", "certSn": i, "sandbox": "absent"} for i in range(40)]
+    result = await job(tmp_path, rows, abort_after_failures=5, concurrency=1)
+    assert result.summary.exit_code == 3
+    assert "consecutive" in (result.summary.aborted_reason or "")
+    assert len(result.rows) < 40
+
+
+async def test_rerun_resumes_and_skips_finished_devices(tmp_path: Path) -> None:
+    rows = [*fleet(6), {"orgId": ORG, "assetId": "absent", "certSn": 9, "sandbox": "absent"}]
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        second = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+    assert first.summary.exit_code == second.summary.exit_code == 1
+    assert {r["status"] for r in second.rows} == {"skipped"}
+    assert {r["resolution"] for r in second.rows} == {"resumed"}
+    firsts = first.by_device()
+    for key, row in second.by_device().items():
+        assert row["newCertSn"] == firsts[key]["newCertSn"]
+    for i in range(6):
+        assert second.renewals(f"pkA/dev-{i:04d}") == 1
+
+
+async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
+    result = await job(tmp_path, fleet(3), dry_run=True)
+    assert {r["status"] for r in result.rows} == {"skipped"}
+    assert result.sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
+    assert result.summary.exit_code == 0
+
+
+# --- malformed inventories -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("case", ["missing", "empty", "no-columns"])
+async def test_unusable_inventory_stops_before_sending(tmp_path: Path, fmt: str, case: str) -> None:
+    import pandas as pd
+
+    path = tmp_path / f"inv.{fmt}"
+    if case == "empty":
+        if fmt == "csv":
+            path.write_text("")
+        else:
+            pd.DataFrame(
+                {"assetId": pd.Series([], dtype=str), "certSn": pd.Series([], dtype=str)}
+            ).to_parquet(path)
+    elif case == "no-columns":
+        frame = pd.DataFrame({"name": ["a"], "serial": ["1"]})
+        frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    async with simulator(fleet(1), tmp_path) as sim:
+        with pytest.raises(InventoryError):
+            await run_job(sim, path, tmp_path / "out")
+        assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
+
+
+async def test_parquet_inventory_with_bad_rows(tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows = fleet(3)
+    frame = pd.DataFrame(
+        [*rows, {"orgId": ORG, "productKey": "pkA", "deviceKey": "neg", "certSn": -4}]
+    )
+    path = tmp_path / "inv.parquet"
+    frame.to_parquet(path)
+    async with simulator(rows, tmp_path) as sim:
+        result = await run_job(sim, path, tmp_path / "out")
+    assert sorted(r["status"] for r in result.rows) == ["invalid", "renewed", "renewed", "renewed"]
