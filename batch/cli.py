@@ -240,6 +240,24 @@ def plan(**options: Any) -> None:
     click.echo(render_plan(result, rate=options["rate"]))
 
 
+@main.command()
+@click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for the merged report.csv/.parquet, summary.json and retry.csv.")
+def merge(shard_dirs: tuple[Path, ...], out_dir: Path) -> None:
+    """Merge the output folders of a sharded run (`run --shard I/N`) into one report.
+
+    Exits with the merged exit code: 3 if any shard aborted, 1 if any device failed or was
+    invalid, 0 otherwise (130/143 if a shard was stopped by a signal).
+    """
+    from batch.merge import merge_outputs
+    from batch.report import render_summary
+
+    summary = merge_outputs(list(shard_dirs), out_dir)
+    click.echo(render_summary(summary), err=True)
+    sys.exit(summary.exit_code)
+
+
 def _add_simulator() -> None:
     from batch.simulator.command import simulate
 

@@ -27,7 +27,7 @@ from batch import inventory, report
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
 from batch.enos.errors import is_retryable
-from batch.errors import AbortedError
+from batch.errors import AbortedError, BatchError, InventoryError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
@@ -88,12 +88,7 @@ class Batch:
         self.aborted: str | None = None
         self._index = journal.index() if journal is not None else {}
 
-    async def run(self) -> None:
-        rows = inventory.read_inventory(
-            self.config.inventory, fmt=self.config.inventory_format, default_org=self.config.org_id
-        )
-        # The first chunk is read before any task starts, so a bad inventory file stops the run
-        # with its own InventoryError (exit 2) rather than from inside a task group.
+    async def run(self, rows: Iterator[Device | InvalidRow]) -> None:
         first = await asyncio.to_thread(_take, rows, 1000)
         queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.concurrency * 2)
         async with asyncio.TaskGroup() as outer:
@@ -233,6 +228,11 @@ def dry_run_outcome(device: Device) -> Outcome:
 async def run(config: RunConfig) -> report.Summary:
     """Run the whole job; returns the summary (also written to summary.json)."""
     started_wall = datetime.now(UTC)
+    # Opening the inventory checks the file and its header: a bad file stops the run (exit 2)
+    # before anything starts, the sandbox simulator included.
+    rows = inventory.read_inventory(
+        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+    )
     config.out_dir.mkdir(parents=True, exist_ok=True)
     batch: Batch | None = None
     limiter: RateLimiter | None = None
@@ -262,15 +262,17 @@ async def run(config: RunConfig) -> report.Summary:
             )
         with _signals(batch):
             try:
-                await batch.run()
+                await batch.run(rows)
             except* AbortedError as group:
                 batch.aborted = _first_message(group)
                 log.error("aborted: %s", batch.aborted)
+            except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
+                raise InventoryError(_first_message(group)) from None
     return _finish(config, batch, limiter, started_wall)
 
 
-def _first_message(group: BaseExceptionGroup[AbortedError]) -> str:
-    """The message of the first abort (task groups nest them)."""
+def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
+    """The message of the first error (task groups nest them)."""
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]

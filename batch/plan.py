@@ -24,6 +24,11 @@ def in_shard(device_key: str, shard: Shard | None) -> bool:
     return shard is None or stable_hash(device_key) % shard.count == shard.index
 
 
+def row_in_shard(row: int, shard: Shard | None) -> bool:
+    """Invalid rows have no trustworthy identity: their line number picks the shard."""
+    return in_shard(f"row:{row}", shard)
+
+
 class Deduper:
     """Remembers devices seen so far in 8 bytes each (a 1M-row inventory costs ~60 MB, not 200)."""
 
@@ -58,7 +63,9 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class OutOfShard:
-    device: Device
+    """Another shard's row: not reported here (the merge brings the shards' reports together)."""
+
+    row: int
 
 
 Decision = Run | Resume | OutOfShard | Outcome
@@ -74,9 +81,9 @@ def decide(
 ) -> Decision:
     """What this run does with one inventory row."""
     if isinstance(item, InvalidRow):
-        return invalid_outcome(item)
+        return invalid_outcome(item) if row_in_shard(item.row, shard) else OutOfShard(item.row)
     if not in_shard(item.key, shard):
-        return OutOfShard(item)
+        return OutOfShard(item.row)
     if not deduper.first_time(item.key):
         return duplicate_outcome(item)
     state = journal_index.get(item.key)

@@ -424,3 +424,15 @@ async def test_parquet_inventory_with_bad_rows(tmp_path: Path) -> None:
     async with simulator(rows, tmp_path) as sim:
         result = await run_job(sim, path, tmp_path / "out")
     assert sorted(r["status"] for r in result.rows) == ["invalid", "renewed", "renewed", "renewed"]
+
+
+async def test_broken_line_deep_in_the_csv_stops_the_run_as_an_inventory_error(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(3)
+    path = write_inventory(tmp_path / "inv.csv", rows)
+    with path.open("a") as fh:
+        fh.write("o-test,pkA,dev-x,1,extra,cells,here\n")
+    async with simulator(rows, tmp_path) as sim:
+        with pytest.raises(InventoryError):
+            await run_job(sim, path, tmp_path / "out")

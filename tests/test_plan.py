@@ -73,6 +73,14 @@ def test_out_of_shard_device_is_not_run() -> None:
     assert isinstance(_decide(device, shard=Shard(index=mine, count=3)), Run)
 
 
+def test_invalid_rows_are_reported_by_exactly_one_shard() -> None:
+    for row in range(2, 60):
+        bad = InvalidRow(row=row, reason="bad")
+        shards = [Shard(index=i, count=3) for i in range(3)]
+        reported = [s for s in shards if isinstance(_decide(bad, shard=s), Outcome)]
+        assert len(reported) == 1
+
+
 def test_journal_state_decides_resume_or_run() -> None:
     device = _device(2)
     assert isinstance(_decide(device, index={device.key: State.BUNDLED}), Resume)

@@ -1,0 +1,109 @@
+"""`fleet-renew merge`: bring the output folders of a sharded run together into one.
+
+Each shard reports only its own rows, so the merged report is the shards' rows in inventory
+order; counts add up; the exit code follows the same rules as a single run's. A shard without
+a summary.json did not finish: merging it would hide devices, so that is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from batch import report
+from batch.bundles import atomic_output
+from batch.errors import UsageError
+from batch.model import ErrorClass, Status
+
+
+def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
+    """Merge shard folders into `out_dir`; returns the merged summary (also written)."""
+    if not shard_dirs:
+        raise UsageError("merge needs at least one shard output folder")
+    summaries = [_summary_of(folder) for folder in shard_dirs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _merge_reports(shard_dirs, out_dir)
+    _merge_retry(shard_dirs, out_dir)
+    summary = _merged_summary(summaries, shard_dirs)
+    report.write_summary(out_dir, summary)
+    return summary
+
+
+def _summary_of(folder: Path) -> dict[str, Any]:
+    path = folder / report.SUMMARY_JSON
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"{folder} has no {report.SUMMARY_JSON}: did that shard finish?") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is unreadable: {exc}") from exc
+
+
+def _read_strings(path: Path) -> pa.Table:
+    # Every column as text: the merged CSV must keep each cell exactly as the shard wrote it.
+    with path.open("rb") as fh:
+        header = fh.readline().decode().strip().split(",")
+    options = pa_csv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()))
+    return pa_csv.read_csv(path, convert_options=options)
+
+
+def _merge_reports(shard_dirs: list[Path], out_dir: Path) -> None:
+    tables = [_read_strings(folder / report.REPORT_CSV) for folder in shard_dirs]
+    merged = pa.concat_tables(tables)
+    order = pa.compute.sort_indices(pa.compute.cast(merged["row"], pa.int64()))
+    merged = merged.take(order)
+    with atomic_output(out_dir / report.REPORT_CSV) as stream:
+        pa_csv.write_csv(merged, stream, pa_csv.WriteOptions(quoting_style="needed"))
+    report.finish_reports(out_dir)
+
+
+def _merge_retry(shard_dirs: list[Path], out_dir: Path) -> None:
+    header: bytes | None = None
+    lines: list[bytes] = []
+    for folder in shard_dirs:
+        path = folder / report.RETRY_CSV
+        if not path.exists():
+            continue
+        first, *rest = path.read_bytes().splitlines(keepends=True) or [b""]
+        header = header or first
+        lines.extend(rest)
+    with atomic_output(out_dir / report.RETRY_CSV) as stream:
+        stream.write((header or b"") + b"".join(lines))
+
+
+def _merged_summary(summaries: list[dict[str, Any]], shard_dirs: list[Path]) -> report.Summary:
+    by_status: Counter[Status] = Counter()
+    by_class: Counter[ErrorClass] = Counter()
+    campaign: Counter[Status] = Counter()
+    for s in summaries:
+        by_status.update({Status(k): v for k, v in s["counts_by_status"].items()})
+        by_class.update({ErrorClass(k): v for k, v in s["counts_by_class"].items()})
+        campaign.update({Status(k): v for k, v in s.get("extra", {}).get("campaign", {}).items()})
+    aborted = [s["aborted_reason"] for s in summaries if s.get("aborted_reason")]
+    stopped = [s for s in summaries if s["exit_code"] in (130, 143)]
+    exit_code = report.exit_code_for(campaign or by_status, aborted=bool(aborted))
+    if stopped and exit_code != 3:
+        exit_code = stopped[0]["exit_code"]  # a stopped shard means the campaign is unfinished
+    return report.Summary(
+        counts_by_status=dict(by_status),
+        counts_by_class=dict(by_class),
+        devices=sum(int(s["devices"]) for s in summaries),
+        requests=sum(int(s["requests"]) for s in summaries),
+        started=min(datetime.fromisoformat(s["started"]) for s in summaries),
+        finished=max(datetime.fromisoformat(s["finished"]) for s in summaries),
+        configured_rate=sum(float(s["configured_rate"]) for s in summaries),
+        exit_code=exit_code,
+        aborted_reason="; ".join(aborted) or None,
+        sandbox=any(s.get("sandbox") for s in summaries),
+        extra={
+            "shards": [str(folder) for folder in shard_dirs],
+            "campaign": {status.value: n for status, n in campaign.items()},
+            "shardExitCodes": [s["exit_code"] for s in summaries],
+        },
+    )

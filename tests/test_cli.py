@@ -1,0 +1,160 @@
+"""The console script as an operator runs it: help, exit codes, sandbox runs, plan and merge."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_inventory.csv"
+BIN = Path(sys.executable).parent / "fleet-renew"
+
+
+def fleet_renew(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_")}
+    return subprocess.run(
+        [str(BIN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def read_report(folder: Path) -> list[dict[str, str]]:
+    with (folder / "report.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_help_explains_every_option_with_its_default() -> None:
+    result = fleet_renew("run", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option in ("--rate", "--concurrency", "--max-attempts", "--key-mode", "--params-in",
+                   "--grace-seconds", "--abort-after-failures", "--timeout", "--log-interval"):
+        assert option in text
+    assert "[default: 10.0]" in text  # --rate
+    assert "[default: reuse]" in text  # --key-mode
+    assert "ENOS_API_URL" in text and "ENOS_APP_SECRET" in text
+    for code in ("0 ", "1 ", "2 ", "3 ", "143"):
+        assert code in text
+
+
+def test_no_api_url_and_no_sandbox_is_a_usage_error(tmp_path: Path) -> None:
+    result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out")
+    assert result.returncode == 2
+    assert "ENOS_API_URL" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_inventory_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    result = fleet_renew("run", tmp_path / "nope.csv", "--out", tmp_path / "out", "--sandbox")
+    assert result.returncode == 2
+    assert "nope.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inventory_without_required_columns_exits_2(tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [{"name": "x", "serial": "1"}])
+    result = fleet_renew("run", bad, "--out", tmp_path / "out", "--sandbox")
+    assert result.returncode == 2
+    assert "certSn" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sandbox_run_of_the_sample_reports_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "100",
+                         "--key-mode", "ec256")
+    assert result.returncode == 1, result.stderr  # the sample has failures by design
+    rows = read_report(out)
+    with SAMPLE.open() as fh:
+        assert len(rows) == sum(1 for _ in fh) - 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sandbox"] is True and summary["exit_code"] == 1
+    assert "progress:" in result.stderr or "renewed" in result.stderr
+    assert "sandbox" in result.stderr
+
+
+def test_clean_inventory_exits_0_and_rerun_skips(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": "o1", "assetId": f"a{i}", "certSn": 100 + i} for i in range(5)
+    ]
+    inventory = write_csv(tmp_path / "inv.csv", rows)
+    out = tmp_path / "out"
+    first = fleet_renew("run", inventory, "--out", out, "--sandbox", "--rate", "100")
+    assert first.returncode == 0, first.stderr
+    assert {r["status"] for r in read_report(out)} == {"renewed"}
+
+
+def test_circuit_breaker_exits_3(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": "o1", "assetId": f"a{i}", "certSn": i, "sandbox": "absent"} for i in range(10)
+    ]
+    inventory = write_csv(tmp_path / "inv.csv", rows)
+    result = fleet_renew("run", inventory, "--out", tmp_path / "out", "--sandbox",
+                         "--abort-after-failures", "2", "--concurrency", "1", "--rate", "100")
+    assert result.returncode == 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "consecutive" in summary["aborted_reason"]
+
+
+def test_plan_counts_without_renewing(tmp_path: Path) -> None:
+    result = fleet_renew("plan", SAMPLE, "--rate", "10")
+    assert result.returncode == 0, result.stderr
+    assert "to renew: 29" in result.stdout
+    assert "invalid rows: 2" in result.stdout
+    assert "duplicate devices: 1" in result.stdout
+    assert "estimated duration at 10 requests/s: 0m 03s" in result.stdout
+
+
+@pytest.mark.parametrize("shards", [3])
+def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: int) -> None:
+    whole = tmp_path / "whole"
+    assert fleet_renew("run", SAMPLE, "--out", whole, "--sandbox", "--rate", "100").returncode == 1
+    parts = []
+    for i in range(shards):
+        part = tmp_path / f"shard-{i}"
+        result = fleet_renew("run", SAMPLE, "--out", part, "--sandbox", "--rate", "100",
+                             "--shard", f"{i}/{shards}")
+        assert result.returncode in (0, 1), result.stderr
+        parts.append(part)
+    merged = tmp_path / "merged"
+    result = fleet_renew("merge", *parts, "--out", merged)
+    assert result.returncode == 1, result.stderr
+    merged_rows, whole_rows = read_report(merged), read_report(whole)
+    assert sorted(int(r["row"]) for r in merged_rows) == sorted(int(r["row"]) for r in whole_rows)
+
+    def outcome(rows: list[dict[str, str]]) -> set[tuple[str, str, str]]:
+        return {(r["row"], r["status"], r["errorClass"]) for r in rows}
+
+    assert outcome(merged_rows) == outcome(whole_rows)
+    summary = json.loads((merged / "summary.json").read_text())
+    whole_summary = json.loads((whole / "summary.json").read_text())
+    assert summary["counts_by_status"] == whole_summary["counts_by_status"]
+    assert (merged / "report.parquet").exists()
+
+
+def test_merge_refuses_an_unfinished_shard(tmp_path: Path) -> None:
+    (tmp_path / "shard-0").mkdir()
+    result = fleet_renew("merge", tmp_path / "shard-0", "--out", tmp_path / "merged")
+    assert result.returncode == 2
+    assert "did that shard finish" in result.stderr
