@@ -209,6 +209,8 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             grace_seconds=options["grace_seconds"],
             abort_after_failures=options["abort_after_failures"],
             shard=cfg.Shard.parse(options["shard"]) if options["shard"] else None,
+            renew_within=options["renew_within"],
+            renew_at_fraction=options["renew_at_fraction"],
             durable_journal=options["durable_journal"],
             progress=options["progress"],
             log_interval=options["log_interval"],

@@ -49,6 +49,18 @@ class Shard:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DueRule:
+    """When a certificate is due; at least one of the two is set."""
+
+    within_days: int | None = None
+    at_fraction: float | None = None
+
+    @property
+    def needs_lifetime(self) -> bool:
+        return self.at_fraction is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunConfig:
     """Everything one run needs to know, checked once."""
 
@@ -73,6 +85,8 @@ class RunConfig:
     grace_seconds: float = 30.0
     abort_after_failures: int = 50
     shard: Shard | None = None
+    renew_within: int | None = None  # maintenance mode: days before expiry
+    renew_at_fraction: float | None = None  # maintenance mode: share of the lifetime lived
     durable_journal: bool = True
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     log_interval: float = 5.0
@@ -96,8 +110,19 @@ class RunConfig:
             raise UsageError("--abort-after-failures must be at least 1")
         if self.grace_seconds < 0 or self.timeout_s <= 0:
             raise UsageError("--grace-seconds must be >= 0 and --timeout positive")
+        if self.renew_within is not None and self.renew_within < 0:
+            raise UsageError("--renew-within must be zero or more days")
+        if self.renew_at_fraction is not None and not 0 < self.renew_at_fraction < 1:
+            raise UsageError("--renew-at-fraction must be between 0 and 1, e.g. 0.67")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"--ca-bundle {self.ca_bundle} is not a readable file")
+
+    @property
+    def due_rule(self) -> DueRule | None:
+        """Maintenance mode's rule, or None when every device is renewed."""
+        if self.renew_within is None and self.renew_at_fraction is None:
+            return None
+        return DueRule(within_days=self.renew_within, at_fraction=self.renew_at_fraction)
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials | None:

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from batch import inventory, report
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, DueRule, RunConfig
+from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
 from batch.enos.client import ClientConfig, EnosClient
 from batch.enos.errors import is_retryable
 from batch.errors import AbortedError, BatchError, InventoryError
@@ -43,7 +44,7 @@ from batch.plan import (
 )
 from batch.progress import Progress
 from batch.renewer import Renewer
-from batch.retry import RetryPolicy
+from batch.retry import Retrier, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Batch:
         first: list[Device | InvalidRow],
         rows: Iterator[Device | InvalidRow],
     ) -> None:
+        held: list[Run] = []  # maintenance mode: renewed after the due check, soonest first
         async for item in _chunks(first, rows):
             if self.stop.is_set():
                 break
@@ -126,6 +128,8 @@ class Batch:
             if isinstance(decision, Run):
                 if self.renewer is None:
                     self._emit(dry_run_outcome(decision.device))
+                elif self.config.due_rule is not None and decision.prior is None:
+                    held.append(decision)
                 else:
                     await queue.put(decision)
             elif isinstance(decision, Resume):
@@ -134,8 +138,53 @@ class Batch:
                 self.tally.out_of_shard += 1
             else:
                 self._emit(decision)
+        if held and not self.stop.is_set():
+            for run in await self._due(held):
+                await queue.put(run)
         for _ in range(self._workers()):
             await queue.put(None)
+
+    async def _due(self, held: list[Run]) -> list[Run]:
+        """The held devices that are due, soonest expiry first; the others are reported now."""
+        assert self.renewer is not None and self.config.due_rule is not None
+        rule, now = self.config.due_rule, datetime.now(UTC)
+        due: list[Due] = []
+        lookups: list[Device] = []
+        for run in held:
+            verdict = verdict_from_inventory(run.device, rule, now)
+            if verdict is None:
+                lookups.append(run.device)
+            else:
+                self._settle(verdict, due)
+        log.info("maintenance: %d certificates to look up with List Certificate", len(lookups))
+        pending = iter(lookups)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.config.concurrency):
+                tg.create_task(self._look_up(pending, rule, now, due))
+        far = datetime.max.replace(tzinfo=UTC)  # unknown expiry: after every known one
+        due.sort(key=lambda d: d.expires or far)
+        return [Run(d.device) for d in due]
+
+    async def _look_up(
+        self, pending: Iterator[Device], rule: DueRule, now: datetime, due: list[Due]
+    ) -> None:
+        assert self.renewer is not None
+        r = self.renewer
+        retrier = Retrier(r.limiter, r.policy, r.rng, r.sleep)
+        for device in pending:
+            if self.stop.is_set():
+                return
+            found = await lookup(retrier, r.client, device)
+            verdict = (
+                found if isinstance(found, Outcome) else verdict_from_list(device, found, rule, now)
+            )
+            self._settle(verdict, due)
+
+    def _settle(self, verdict: Due | Outcome, due: list[Due]) -> None:
+        if isinstance(verdict, Due):
+            due.append(verdict)
+        else:
+            self._emit(verdict, _device_of(verdict))
 
     async def _work(self, queue: asyncio.Queue[Run | None]) -> None:
         assert self.renewer is not None
@@ -200,6 +249,20 @@ class Batch:
         """Devices the journal knows from earlier runs that this inventory no longer lists."""
         shard = self.config.shard
         return [k for k in self._index if in_shard(k, shard) and not self.deduper.seen(k)]
+
+
+def _device_of(outcome: Outcome) -> Device | None:
+    """Enough of a Device to put a failed lookup in retry.csv."""
+    if outcome.org_id is None or not isinstance(outcome.old_cert_sn, int):
+        return None
+    return Device(
+        row=outcome.row,
+        org_id=outcome.org_id,
+        cert_sn=outcome.old_cert_sn,
+        asset_id=outcome.asset_id,
+        product_key=outcome.product_key,
+        device_key=outcome.device_key,
+    )
 
 
 async def _chunks(

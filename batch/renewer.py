@@ -26,19 +26,17 @@ from batch.enos.errors import (
     EnosError,
     GatewayError,
     MalformedResponse,
-    ThrottledError,
     TransportError,
     classify,
     is_retryable,
 )
-from batch.errors import AbortedError
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
 from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution, Status
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
-from batch.retry import RetryPolicy, backoff_delay, may_retry
+from batch.retry import Retrier, RetryPolicy
 from batch.verify import Verified, verify_issued
 
 log = logging.getLogger(__name__)
@@ -63,6 +61,13 @@ class Renewer:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     ca_cache: CaCache = field(default_factory=CaCache)
+
+    def __post_init__(self) -> None:
+        # A rerun after a crash reconciles the devices that were in flight first, before any
+        # answer of this run has shown the issuing CA: without the CAs of earlier runs, List's
+        # PEM could not be recovered and each such device would be renewed a second time.
+        for ca_pem in self.journal.ca_pems():
+            self.ca_cache.remember(ca_pem)
 
     async def renew(self, device: Device, prior: State | None) -> Outcome:
         """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
@@ -97,29 +102,12 @@ class Renewer:
         return await loop.run_in_executor(self.key_pool, keys.generate, self.key_mode, subject)
 
     async def _attempts(self, a: _Attempt) -> Outcome:
-        waited = 0.0
-        number = 0
-        while True:
-            number += 1
-            try:
-                found = await self._one_attempt(a)
-            except EnosError as exc:
-                cls = classify(exc)
-                if cls is ErrorClass.AUTH:
-                    raise AbortedError(f"authentication refused by EnOS: {exc}") from exc
-                retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
-                if isinstance(exc, ThrottledError):
-                    self.limiter.on_throttled(retry_after)
-                delay = backoff_delay(self.policy, number, self.rng, retry_after=retry_after)
-                if not is_retryable(cls) or not may_retry(self.policy, number, waited, delay):
-                    return await self._failed(a, exc, cls, number)
-                log.debug(
-                    "%s: attempt %d failed (%s), retry in %.2fs", a.device.key, number, cls, delay
-                )
-                await self.sleep(delay)
-                waited += delay
-                continue
-            return await self._accept(a, found, number)
+        retrier = Retrier(self.limiter, self.policy, self.rng, self.sleep)
+        result = await retrier.run(lambda: self._one_attempt(a))
+        if result.error is not None:
+            return await self._failed(a, result.error, classify(result.error))
+        assert result.value is not None
+        return await self._accept(a, result.value)
 
     async def _one_attempt(self, a: _Attempt) -> Found:
         """Reconcile if ambiguous, else renew once. Raises EnosError for a failed attempt."""
@@ -169,7 +157,7 @@ class Renewer:
     def _requested_days(self, device: Device) -> int:
         return self._valid_day(device) or API_DEFAULT_VALID_DAYS
 
-    async def _accept(self, a: _Attempt, found: Found, number: int) -> Outcome:
+    async def _accept(self, a: _Attempt, found: Found) -> Outcome:
         assert found.issued is not None
         issued = found.issued
         self.ca_cache.remember(issued.ca_pem)
@@ -180,7 +168,7 @@ class Renewer:
             requested_days=self._requested_days(a.device),
             now=now,
         )
-        outcome = self._renewed_outcome(a, issued, verified, found.resolution, number)
+        outcome = self._renewed_outcome(a, issued, verified, found.resolution)
         await self.journal.record_renewed(
             a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
         )
@@ -188,7 +176,7 @@ class Renewer:
         return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
 
     def _renewed_outcome(
-        self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution, number: int
+        self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution
     ) -> Outcome:
         status = Status.RENEWED if verified.ok else Status.FAILED
         notes = [n for n in (a.note, "; ".join(verified.problems) or None) if n]
@@ -243,7 +231,7 @@ class Renewer:
             device, outcome, entry.cert_pem, entry.ca_pem, entry.key_pem
         )
 
-    async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass, number: int) -> Outcome:
+    async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass) -> Outcome:
         ambiguous = a.ambiguous
         outcome = device_outcome(
             a.device,

@@ -1,13 +1,26 @@
 """Backoff between attempts: exponential with full jitter, capped, and Retry-After honoured.
 
-What is retried is not decided here: that is `batch.enos.errors.POLICY`. This module only says
-how long to wait and whether the budget allows another attempt. The RNG is injected.
+What is retried is not decided here: that is `batch.enos.errors.POLICY`. This module says how
+long to wait and whether the budget allows another attempt, and `Retrier` is the one loop that
+obeys both. The RNG and the sleep are injected.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from batch.enos.errors import EnosError, ThrottledError, classify, is_retryable
+from batch.errors import AbortedError
+from batch.limiter import RateLimiter
+from batch.model import ErrorClass
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,3 +64,47 @@ def backoff_delay(
 def may_retry(policy: RetryPolicy, attempt: int, waited: float, next_delay: float) -> bool:
     """Whether attempt `attempt + 1` fits in the attempt and time budget."""
     return attempt < policy.max_attempts and waited + next_delay <= policy.budget
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted(Generic[T]):
+    """The end of a retried call: its value, or the last error; and how many attempts it took."""
+
+    value: T | None
+    error: EnosError | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class Retrier:
+    """Runs one call until it succeeds or the error table and the budget say stop.
+
+    Every attempt waits for the shared rate limiter's slot first (through `attempt` itself, so a
+    caller can do durable work before the slot is taken); an HTTP 429 slows the limiter down.
+    Refused authentication is a batch problem, not a device's: it raises AbortedError.
+    """
+
+    limiter: RateLimiter
+    policy: RetryPolicy
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+
+    async def run(self, attempt: Callable[[], Awaitable[T]]) -> Attempted[T]:
+        number, waited = 0, 0.0
+        while True:
+            number += 1
+            try:
+                return Attempted(await attempt(), None, number)
+            except EnosError as exc:
+                cls = classify(exc)
+                if cls is ErrorClass.AUTH:
+                    raise AbortedError(f"authentication refused by EnOS: {exc}") from exc
+                retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
+                if isinstance(exc, ThrottledError):
+                    self.limiter.on_throttled(retry_after)
+                delay = backoff_delay(self.policy, number, self.rng, retry_after=retry_after)
+                if not is_retryable(cls) or not may_retry(self.policy, number, waited, delay):
+                    return Attempted(None, exc, number)
+                log.debug("attempt %d failed (%s), retry in %.2fs", number, cls, delay)
+                await self.sleep(delay)
+                waited += delay
