@@ -156,6 +156,23 @@ def _inventory_options(fn: Any) -> Any:
     help="Only devices whose stable hash falls in shard I of N (0-based). [default: all]",
 )
 @click.option(
+    "--renew-within",
+    type=int,
+    default=None,
+    metavar="DAYS",
+    help="Maintenance mode: renew only certificates expiring within DAYS (looked up with List "
+    "Certificate unless the inventory has notAfter); others are skipped as not_due; soonest "
+    "expiry first. [default: renew every device]",
+)
+@click.option(
+    "--renew-at-fraction",
+    type=float,
+    default=None,
+    metavar="F",
+    help="Maintenance mode: also renew certificates past this share of their lifetime, "
+    "e.g. 0.67. [default: off]",
+)
+@click.option(
     "--progress",
     type=click.Choice(["auto", "bar", "log", "off"]),
     default="auto",

@@ -29,7 +29,7 @@ from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
 from batch.enos.client import ClientConfig, EnosClient
 from batch.enos.errors import is_retryable
 from batch.errors import AbortedError, BatchError, InventoryError
-from batch.journal import Journal
+from batch.journal import Journal, State
 from batch.limiter import RateLimiter
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
 from batch.plan import (
@@ -133,7 +133,7 @@ class Batch:
                 else:
                     await queue.put(decision)
             elif isinstance(decision, Resume):
-                self._emit_resumed(decision.device)
+                await self._resume(decision.device, queue)
             elif isinstance(decision, OutOfShard):
                 self.tally.out_of_shard += 1
             else:
@@ -220,15 +220,23 @@ class Batch:
         ):
             self.tally.retry.append(device)
 
-    def _emit_resumed(self, device: Device) -> None:
+    async def _resume(self, device: Device, queue: asyncio.Queue[Run | None]) -> None:
+        """Report a device finished earlier; rewrite its bundle first if the files are gone."""
         assert self.journal is not None
         entry = self.journal.get(device.key)
+        bundle = entry.bundle_path if entry is not None else None
+        if entry is not None and entry.cert_pem and bundle and not self._has_bundle(bundle):
+            await queue.put(Run(device, State.BUNDLED))  # the renewer rewrites it from the journal
+            return
         earlier = entry.outcome if entry is not None else None
         outcome = resumed_outcome(device, earlier)
         self.writer.write(outcome)
         self.progress.update(outcome)
         self.tally.by_status[Status.SKIPPED] += 1
         self.tally.campaign[earlier.status if earlier else Status.SKIPPED] += 1
+
+    def _has_bundle(self, bundle_path: str) -> bool:
+        return (self.config.out_dir / bundle_path / "cert.pem").exists()
 
     def _check_breaker(self, outcome: Outcome) -> None:
         if outcome.status is not Status.FAILED:

@@ -82,16 +82,17 @@ def test_inventory_without_required_columns_exits_2(tmp_path: Path) -> None:
 
 def test_sandbox_run_of_the_sample_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "100",
-                         "--key-mode", "ec256")
+    result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "20",
+                         "--key-mode", "ec256", "--log-interval", "0.3")
     assert result.returncode == 1, result.stderr  # the sample has failures by design
     rows = read_report(out)
     with SAMPLE.open() as fh:
         assert len(rows) == sum(1 for _ in fh) - 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sandbox"] is True and summary["exit_code"] == 1
-    assert "progress:" in result.stderr or "renewed" in result.stderr
-    assert "sandbox" in result.stderr
+    # not a terminal: periodic plain progress lines, then the one-screen summary
+    assert "progress: " in result.stderr and " rows/s" in result.stderr
+    assert "fleet-renew finished" in result.stderr and "sandbox" in result.stderr
 
 
 def test_clean_inventory_exits_0_and_rerun_skips(tmp_path: Path) -> None:
@@ -158,3 +159,17 @@ def test_merge_refuses_an_unfinished_shard(tmp_path: Path) -> None:
     result = fleet_renew("merge", tmp_path / "shard-0", "--out", tmp_path / "merged")
     assert result.returncode == 2
     assert "did that shard finish" in result.stderr
+
+
+def test_maintenance_mode_from_the_command_line(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": "o1", "assetId": "soon", "certSn": 1, "notAfter": "2000-01-01"},
+        {"orgId": "o1", "assetId": "far", "certSn": 2, "notAfter": "2999-01-01"},
+    ]
+    inventory = write_csv(tmp_path / "inv.csv", rows)
+    result = fleet_renew("run", inventory, "--out", tmp_path / "out", "--sandbox",
+                         "--renew-within", "30")
+    assert result.returncode == 1, result.stderr  # "soon" has already expired
+    by = {r["assetId"]: r for r in read_report(tmp_path / "out")}
+    assert (by["soon"]["status"], by["soon"]["errorClass"]) == ("failed", "cert_expired")
+    assert by["far"]["status"] == "skipped" and by["far"]["note"].startswith("not_due")

@@ -1,0 +1,85 @@
+"""Reruns of the same output folder: lost bundles, a changed inventory, --retry-failed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from batch.model import KeyMode
+from tests.test_pipeline import (
+    ORG,
+    assert_bundle_is_sound,
+    fleet,
+    job,
+    run_job,
+    simulator,
+    write_inventory,
+)
+
+
+async def test_a_deleted_bundle_is_rewritten_from_the_journal(tmp_path: Path) -> None:
+    rows = fleet(3)
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        lost = tmp_path / "out" / first.rows[0]["bundlePath"]
+        original = (lost / "cert.pem").read_bytes()
+        shutil.rmtree(lost)
+        second = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+    assert (lost / "cert.pem").read_bytes() == original
+    assert_bundle_is_sound(lost, with_key=True)  # the private key came back from the journal
+    rewritten = [r for r in second.rows if r["note"] == "bundle rewritten from the journal"]
+    assert len(rewritten) == 1 and rewritten[0]["resolution"] == "resumed"
+    assert all(second.renewals(f"pkA/dev-{i:04d}") == 1 for i in range(3))
+
+
+async def test_a_changed_inventory_runs_new_rows_and_names_vanished_ones(tmp_path: Path) -> None:
+    rows = fleet(5)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, write_inventory(tmp_path / "a.csv", rows[:4]), tmp_path / "out")
+        changed = write_inventory(tmp_path / "b.csv", rows[1:])  # dev-0000 gone, dev-0004 new
+        second = await run_job(sim, changed, tmp_path / "out")
+    assert first.summary.exit_code == second.summary.exit_code == 0
+    by = second.by_device()
+    assert by["dev-0004"]["status"] == "renewed"
+    assert {by[f"dev-{i:04d}"]["status"] for i in (1, 2, 3)} == {"skipped"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["extra"]["vanished"] == 1
+    assert summary["extra"]["vanishedDevices"] == [f"{ORG}/pkA/dev-0000"]
+
+
+async def test_retry_failed_retries_permanent_failures_of_earlier_runs(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": ORG, "assetId": "late", "certSn": 77, "sandbox": "absent"},
+        {"orgId": ORG, "assetId": "ok", "certSn": 78},
+    ]
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out")
+        assert first.by_device()["late"]["errorClass"] == "device_not_found"
+        plain = await run_job(sim, inventory, tmp_path / "out")
+        assert plain.by_device()["late"]["status"] == "skipped"  # not retried by default
+        sim.fleet.add_device(org_id=ORG, asset_id="late", cert_sn=77)  # registered meanwhile
+        retried = await run_job(sim, inventory, tmp_path / "out", retry_failed=True)
+    assert retried.by_device()["late"]["status"] == "renewed"
+    assert retried.by_device()["ok"]["status"] == "skipped"
+    assert retried.summary.exit_code == 0
+
+
+async def test_pkcs12_bundle_and_params_in_body(tmp_path: Path) -> None:
+    result = await job(
+        tmp_path,
+        fleet(2),
+        key_mode=KeyMode.EC256,
+        params_in="body",
+        pkcs12_passphrase=b"s3cret-pass",
+    )
+    assert {r["status"] for r in result.rows} == {"renewed"}
+    for row in result.rows:
+        p12 = (result.out / row["bundlePath"] / "bundle.p12").read_bytes()
+        key, cert, cas = pkcs12.load_key_and_certificates(p12, b"s3cret-pass")
+        assert key is not None and cert is not None and len(cas) == 1
+        assert cert.serial_number == int(row["newCertSn"])
