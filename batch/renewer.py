@@ -73,7 +73,8 @@ class Renewer:
         """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
         started = self.clock()
         entry = self.journal.get(device.key) if prior is not None else None
-        if entry is not None and entry.state is State.RENEWED:
+        # An issued certificate whose bundle was never written (or was lost): write it again.
+        if entry is not None and entry.state in (State.RENEWED, State.BUNDLED) and entry.cert_pem:
             return await self._rebundle(device, entry, started)
         try:
             material = await self._material(device, entry)
