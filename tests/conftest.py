@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,18 @@ async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[RunningSimulat
     """A simulator on loopback seeded with SIM_FLEET."""
     async with running_simulator(sim_config, SIM_FLEET) as sim:
         yield sim
+
+
+@asynccontextmanager
+async def raw_simulator(
+    config: SimulatorConfig, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[RawEnos]:
+    """A simulator on loopback seeded with SIM_FLEET under `config`, and raw access to it."""
+    async with (
+        running_simulator(config, SIM_FLEET, clock=clock) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        yield RawEnos(session, sim)
 
 
 @pytest.fixture

@@ -10,15 +10,12 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +28,7 @@ from batch.bundles import (
     write_bundle,
 )
 from batch.model import Device
+from tests import certs
 
 # --- a real CA and leaf -----------------------------------------------------------------------
 
@@ -42,79 +40,24 @@ class Issued:
     key_pem: bytes
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+CA_NAME = "Test Device CA"
 
 
-def make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Test Device CA"))
-        .issuer_name(_name("Test Device CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def issue(
-    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], cn: str, *, rsa_key: bool
-) -> Issued:
-    ca_key, ca_cert = ca
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if rsa_key
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(52771)
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    pem = serialization.Encoding.PEM
-    return Issued(cert.public_bytes(pem).decode(), ca_cert.public_bytes(pem).decode(), key_pem)
+def issue(ca: certs.Ca, cn: str, kind: certs.KeyKind) -> Issued:
+    """A leaf for `cn` with a fresh key of `kind`, signed by `ca`, and that key's PEM."""
+    key = certs.new_key(kind)
+    cert_pem = certs.issue(ca, key.public_key(), subject=certs.name(cn))
+    return Issued(cert_pem, ca.pem, certs.key_pem(key))
 
 
 @pytest.fixture(scope="module")
-def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    return make_ca()
+def ca() -> certs.Ca:
+    return certs.make_ca(common_name=CA_NAME)
 
 
 @pytest.fixture(scope="module")
-def leaf(ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]) -> Issued:
-    return issue(ca, "asset-1", rsa_key=True)
+def leaf(ca: certs.Ca) -> Issued:
+    return issue(ca, "asset-1", "RSA")
 
 
 @pytest.fixture
@@ -309,7 +252,7 @@ def test_no_key_given_means_no_key_file(tmp_path: Path, leaf: Issued) -> None:
 
 
 def test_rewrite_replaces_the_bundle_but_keeps_an_earlier_key(
-    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], leaf: Issued
+    tmp_path: Path, ca: certs.Ca, leaf: Issued
 ) -> None:
     write_bundle(
         tmp_path,
@@ -319,7 +262,7 @@ def test_rewrite_replaces_the_bundle_but_keeps_an_earlier_key(
         key_pem=leaf.key_pem,
         pkcs12_passphrase=b"pw",
     )
-    newer = issue(ca, "asset-1", rsa_key=False)
+    newer = issue(ca, "asset-1", "EC")
     folder = write_bundle(
         tmp_path, ASSET, cert_pem=newer.cert_pem, ca_pem=newer.ca_pem, key_pem=None
     )
@@ -350,9 +293,9 @@ def test_pem_without_trailing_newline_still_makes_a_valid_chain(
 
 
 def test_pkcs12_holds_key_cert_and_ca_under_the_device_name(
-    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], open_umask: None
+    tmp_path: Path, ca: certs.Ca, open_umask: None
 ) -> None:
-    issued = issue(ca, "pk/dev.1", rsa_key=False)
+    issued = issue(ca, "pk/dev.1", "EC")
     folder = write_bundle(
         tmp_path,
         PAIR,
@@ -367,7 +310,7 @@ def test_pkcs12_holds_key_cert_and_ca_under_the_device_name(
     assert loaded.cert is not None and loaded.key is not None
     assert loaded.cert.friendly_name == b"pk/dev.1"
     assert loaded.cert.certificate == x509.load_pem_x509_certificate(issued.cert_pem.encode())
-    assert [c.certificate for c in loaded.additional_certs] == [ca[1]]
+    assert [c.certificate for c in loaded.additional_certs] == [ca.cert]
     key_der = loaded.key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -401,11 +344,9 @@ def test_hostile_identifiers_write_inside_the_bundles_folder(tmp_path: Path, lea
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not on PATH")
-@pytest.mark.parametrize("rsa_key", [True, False])
-def test_bundle_verifies_with_openssl(
-    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], rsa_key: bool
-) -> None:
-    issued = issue(ca, "asset-1", rsa_key=rsa_key)
+@pytest.mark.parametrize("kind", ["RSA", "EC"])
+def test_bundle_verifies_with_openssl(tmp_path: Path, ca: certs.Ca, kind: certs.KeyKind) -> None:
+    issued = issue(ca, "asset-1", kind)
     folder = write_bundle(
         tmp_path, ASSET, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem, key_pem=issued.key_pem
     )
@@ -418,8 +359,8 @@ def test_bundle_verifies_with_openssl(
     )
     assert done.returncode == 0, done.stderr
     assert "cert.pem: OK" in done.stdout
-    # The check can fail: a certificate from another CA does not verify against this ca.pem.
-    stranger = issue(make_ca(), "asset-1", rsa_key=False)
+    # The check can fail: a certificate from another CA of the same name does not verify.
+    stranger = issue(certs.make_ca(common_name=CA_NAME), "asset-1", "EC")
     (tmp_path / "other.pem").write_text(stranger.cert_pem)
     refused = subprocess.run(
         ["openssl", "verify", "-CAfile", str(folder / "ca.pem"), str(tmp_path / "other.pem")],

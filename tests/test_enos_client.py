@@ -26,8 +26,8 @@ import pytest
 import trustme
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from batch.enos import ClientConfig, EnosClient, sign
@@ -45,6 +45,8 @@ from batch.enos.errors import (
 from batch.errors import UsageError
 from batch.model import Device, ErrorClass
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from tests import certs
+from tests.conftest import MovableClock
 
 APP_KEY, APP_SECRET = "fleet-app", "fleet-secret-0123456789"
 ORG = "o-sandbox"
@@ -81,38 +83,13 @@ bslaLc4GkDZTZPz4st7/ChYOZVJNxz2CAx1JU4VAfjonqChzbw==
 -----END NEW CERTIFICATE REQUEST-----"""
 
 
-class FakeClock:
-    """Wall time that only moves when a test says so (shared by simulator and client)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def asset(asset_id: str, cert_sn: int = 0) -> Device:
     return Device(row=2, org_id=ORG, cert_sn=cert_sn, asset_id=asset_id)
 
 
 def ec_csr(common_name: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    return _csr(key, common_name), key
-
-
-def _csr(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, common_name: str) -> str:
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "EnOS"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    return certs.csr_pem(key, certs.name(common_name)), key
 
 
 def spki(key: Any) -> bytes:
@@ -128,7 +105,7 @@ def config(url: str, **overrides: Any) -> ClientConfig:
 
 
 @asynccontextmanager
-async def simulator(clock: FakeClock | None = None, **settings: Any) -> AsyncIterator[Any]:
+async def simulator(clock: MovableClock | None = None, **settings: Any) -> AsyncIterator[Any]:
     sim_config = SimulatorConfig(app_key=APP_KEY, app_secret=APP_SECRET, **settings)
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     async with running_simulator(sim_config, FLEET, **kwargs) as sim:
@@ -137,7 +114,10 @@ async def simulator(clock: FakeClock | None = None, **settings: Any) -> AsyncIte
 
 @asynccontextmanager
 async def sim_and_client(
-    *, clock: FakeClock | None = None, client_kw: Mapping[str, Any] | None = None, **settings: Any
+    *,
+    clock: MovableClock | None = None,
+    client_kw: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[RunningSimulator, EnosClient]]:
     options = dict(client_kw or {})
     connector_limit = options.pop("connector_limit", 100)
@@ -242,7 +222,7 @@ class Case:
 
 
 def _rsa_1024_csr() -> str:
-    return _csr(rsa.generate_private_key(public_exponent=65537, key_size=1024), "a-1")
+    return certs.csr_pem(certs.new_key("RSA", bits=1024), certs.name("a-1"))
 
 
 ERROR_CASES = {
@@ -384,7 +364,7 @@ async def test_list_gives_statuses_dates_and_pem_only_when_sent(with_pem: bool) 
 
 
 async def test_token_is_fetched_once_and_refreshed_before_expiry() -> None:
-    clock = FakeClock()
+    clock = MovableClock()
     async with sim_and_client(clock=clock, token_ttl=100) as (sim, client):
         await client.list_certificates(asset("a-1"))
         clock.advance(50)
@@ -685,7 +665,7 @@ async def test_other_401_is_auth_error_without_refresh() -> None:
 
 
 async def test_retry_after_as_an_http_date_is_read_against_the_clock() -> None:
-    clock = FakeClock()
+    clock = MovableClock()
     when = format_datetime(datetime.fromtimestamp(int(clock.now) + 30, UTC), usegmt=True)
     throttled = web.json_response(
         {"message": "API rate limit exceeded"}, status=429, headers={"Retry-After": when}

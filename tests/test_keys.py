@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from batch import keys
 from batch.keys import CsrError, KeyMaterial, SubjectError
 from batch.model import Device, KeyMode
+from tests import certs
 
 SUBJECT = "CN=meter-0001,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN"
 
@@ -25,12 +26,8 @@ def device(**fields: object) -> Device:
     return Device(**values)  # type: ignore[arg-type]
 
 
-def csr_pem_for(
-    key: CertificateIssuerPrivateKeyTypes, algorithm: hashes.SHA256 | hashes.SHA384 | None = None
-) -> bytes:
-    name = x509.Name.from_rfc4514_string(SUBJECT)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
-    return csr.sign(key, algorithm or hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+def csr_pem_for(key: certs.PrivateKey, algorithm: certs.SigningHash | None = None) -> bytes:
+    return certs.csr_pem(key, x509.Name.from_rfc4514_string(SUBJECT), algorithm).encode()
 
 
 def attributes(name: x509.Name) -> dict[str, str]:

@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from batch.enos import sign, token_encryption
-from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from batch.simulator import RunningSimulator, SimulatorConfig
 from batch.simulator.ca import public_key_sha256
-from tests.conftest import SIM_FLEET, SIM_ORG, MovableClock, RawEnos
+from tests import certs
+from tests.conftest import SIM_ORG, MovableClock, RawEnos, raw_simulator
 
 REFERENCE = Path("/work/shared/reference/renew-certificate.txt")
 ASSET_1 = {"assetId": "asset-1"}
@@ -26,32 +26,23 @@ ASSET_1 = {"assetId": "asset-1"}
 
 
 @pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def rsa_key() -> certs.PrivateKey:
+    return certs.new_key("RSA")
 
 
 @pytest.fixture(scope="module")
-def ec_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+def ec_key() -> certs.PrivateKey:
+    return certs.new_key("EC")
 
 
 def make_csr(
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    key: certs.PrivateKey,
     cn: str = "asset-1",
-    algorithm: hashes.SHA256 | hashes.SHA512 | None = None,
+    algorithm: certs.SigningHash | None = None,
     *,
     new_header: bool = False,
 ) -> str:
-    name = x509.Name(
-        [
-            x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "EnOS"),
-            x509.NameAttribute(x509.NameOID.COMMON_NAME, cn),
-        ]
-    )
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
-    pem = csr.sign(key, algorithm or hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-    text = pem.decode()
+    text = certs.csr_pem(key, certs.name(cn), algorithm)
     return text.replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST") if new_header else text
 
 
@@ -159,12 +150,7 @@ async def test_an_expired_token_gets_401_with_1203_and_refresh_revives_access(
     sim_config: SimulatorConfig,
 ) -> None:
     clock = MovableClock()
-    config = dataclasses.replace(sim_config, token_ttl=60)
-    async with (
-        running_simulator(config, SIM_FLEET, clock=clock) as sim,
-        aiohttp.ClientSession() as session,
-    ):
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, token_ttl=60), clock=clock) as raw:
         token = await raw.login()
         clock.advance(61)
         expired = await raw.call("list", {"orgId": SIM_ORG, **ASSET_1})
@@ -178,12 +164,7 @@ async def test_an_expired_token_gets_401_with_1203_and_refresh_revives_access(
 
 async def test_token_get_after_expiry_returns_a_new_token(sim_config: SimulatorConfig) -> None:
     clock = MovableClock()
-    config = dataclasses.replace(sim_config, token_ttl=60)
-    async with (
-        running_simulator(config, SIM_FLEET, clock=clock) as sim,
-        aiohttp.ClientSession() as session,
-    ):
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, token_ttl=60), clock=clock) as raw:
         first = await raw.login()
         clock.advance(30)
         half = await raw.token_call("get", raw.token_body())
@@ -341,17 +322,17 @@ async def test_a_flaky_device_fails_once_with_99500_then_renews(raw_enos: RawEno
 )
 async def test_renew_refuses_a_csr_that_does_not_fit_the_authority(
     raw_enos: RawEnos,
-    rsa_key: rsa.RSAPrivateKey,
-    ec_key: ec.EllipticCurvePrivateKey,
+    rsa_key: certs.PrivateKey,
+    ec_key: certs.PrivateKey,
     key_name: str,
     authority: str | None,
-    algorithm: hashes.SHA256 | hashes.SHA512 | None,
+    algorithm: certs.SigningHash | None,
 ) -> None:
-    keys: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] = {
+    keys: dict[str, certs.PrivateKey] = {
         "rsa": rsa_key,
         "ec": ec_key,
-        "rsa1024": rsa.generate_private_key(public_exponent=65537, key_size=1024),
-        "p384": ec.generate_private_key(ec.SECP384R1()),
+        "rsa1024": certs.new_key("RSA", bits=1024),
+        "p384": certs.new_key("EC", curve=ec.SECP384R1()),
     }
     body: dict[str, object] = {"certSn": 1001, "csr": make_csr(keys[key_name], algorithm=algorithm)}
     if authority:
@@ -378,7 +359,7 @@ async def test_renew_refuses_an_unknown_issue_authority(raw_enos: RawEnos) -> No
 
 
 async def test_renew_with_rsa_csr_issues_a_real_certificate(
-    raw_enos: RawEnos, rsa_key: rsa.RSAPrivateKey
+    raw_enos: RawEnos, rsa_key: certs.PrivateKey
 ) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     answer = await raw_enos.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key), validDay=220)
@@ -402,7 +383,7 @@ async def test_renew_with_rsa_csr_issues_a_real_certificate(
 
 
 async def test_renew_with_ecc_csr_is_signed_by_the_ecc_ca(
-    raw_enos: RawEnos, ec_key: ec.EllipticCurvePrivateKey
+    raw_enos: RawEnos, ec_key: certs.PrivateKey
 ) -> None:
     answer = await raw_enos.renew(
         ASSET_1, certSn=1001, csr=make_csr(ec_key, new_header=True), issueAuthority="ecc"
@@ -417,20 +398,16 @@ async def test_renew_with_ecc_csr_is_signed_by_the_ecc_ca(
         assert (await response.text()).strip() == data["caCert"]
 
 
-async def test_renew_uses_730_days_by_default(
-    raw_enos: RawEnos, rsa_key: rsa.RSAPrivateKey
-) -> None:
+async def test_renew_uses_730_days_by_default(raw_enos: RawEnos, rsa_key: certs.PrivateKey) -> None:
     answer = await raw_enos.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key))
     cert = cert_of(answer.body["data"])
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
 
 
 async def test_validity_beyond_the_ca_lifetime_is_clamped_silently(
-    sim_config: SimulatorConfig, rsa_key: rsa.RSAPrivateKey
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
 ) -> None:
-    config = dataclasses.replace(sim_config, ca_days=100)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, ca_days=100)) as raw:
         answer = await raw.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key), validDay=200)
         assert answer.body["code"] == 0
         cert = cert_of(answer.body["data"])
@@ -440,11 +417,9 @@ async def test_validity_beyond_the_ca_lifetime_is_clamped_silently(
 
 
 async def test_a_short_product_maximum_refuses_more_and_caps_the_default(
-    sim_config: SimulatorConfig, rsa_key: rsa.RSAPrivateKey
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
 ) -> None:
-    config = dataclasses.replace(sim_config, product_max_days=365)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, product_max_days=365)) as raw:
         assert_error(await raw.renew(ASSET_1, certSn=1001, validDay=366), 99400)
         answer = await raw.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key))
         cert = cert_of(answer.body["data"])
@@ -452,7 +427,7 @@ async def test_a_short_product_maximum_refuses_more_and_caps_the_default(
 
 
 async def test_renew_parameters_in_the_query_work_and_the_body_wins(
-    raw_enos: RawEnos, rsa_key: rsa.RSAPrivateKey
+    raw_enos: RawEnos, rsa_key: certs.PrivateKey
 ) -> None:
     params = {"orgId": SIM_ORG, "assetId": "asset-1", "certSn": "424242", "validDay": "10"}
     answer = await raw_enos.call("renew", params, {"certSn": 1001, "csr": make_csr(rsa_key)})
@@ -498,7 +473,7 @@ async def test_renew_without_csr_reuses_the_previous_key_and_subject(raw_enos: R
 
 
 async def test_renew_supersedes_the_old_certificate(
-    raw_enos: RawEnos, rsa_key: rsa.RSAPrivateKey
+    raw_enos: RawEnos, rsa_key: certs.PrivateKey
 ) -> None:
     answer = await raw_enos.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key))
     new_sn = answer.body["data"]["certSN"]
@@ -530,9 +505,8 @@ async def test_list_answers_the_documented_fields_with_the_serial_as_cert(
 
 
 async def test_list_can_include_pems(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, list_includes_pem=True)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        (entry,) = await RawEnos(session, sim).certificates(ASSET_1)
+    async with raw_simulator(dataclasses.replace(sim_config, list_includes_pem=True)) as raw:
+        (entry,) = await raw.certificates(ASSET_1)
         cert = x509.load_pem_x509_certificate(entry["cert"].encode())
         assert cert.serial_number == 1001
         assert cert.issuer.rfc4514_string().replace(",", ", ") == entry["issuer"]
@@ -568,7 +542,7 @@ async def test_revoke_checks_ownership_and_reason(raw_enos: RawEnos) -> None:
 
 
 async def test_apply_issues_an_additional_certificate(
-    raw_enos: RawEnos, ec_key: ec.EllipticCurvePrivateKey
+    raw_enos: RawEnos, ec_key: certs.PrivateKey
 ) -> None:
     params = {"orgId": SIM_ORG, **ASSET_1}
     missing = await raw_enos.call("apply", params, {"validDay": 30})
@@ -584,7 +558,7 @@ async def test_apply_issues_an_additional_certificate(
 
 
 async def test_apply_refuses_a_subject_used_by_another_device(
-    raw_enos: RawEnos, rsa_key: rsa.RSAPrivateKey
+    raw_enos: RawEnos, rsa_key: certs.PrivateKey
 ) -> None:
     params = {"orgId": SIM_ORG, "productKey": "pk", "deviceKey": "dk-2"}
     answer = await raw_enos.call("apply", params, {"csr": make_csr(rsa_key, cn="asset-1")})

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.simulator import SimulatorConfig, running_simulator
+from batch.simulator import SimulatorConfig
 from batch.simulator.faults import WINDOW, Fate, FaultPlan, SlidingWindow
-from tests.conftest import SIM_FLEET, SIM_ORG, RawEnos
+from tests.conftest import SIM_ORG, raw_simulator
 
 ASSET_1 = {"assetId": "asset-1"}
 LIST_PARAMS = {"orgId": SIM_ORG, **ASSET_1}
@@ -92,9 +92,7 @@ def test_latency_stays_within_the_jitter(sim_config: SimulatorConfig) -> None:
 
 
 async def test_429_beyond_the_rate_limit_then_recovery(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, rate_limit=5)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, rate_limit=5)) as raw:
         await raw.login()
         answers = await asyncio.gather(*(raw.call("list", LIST_PARAMS) for _ in range(20)))
         statuses = Counter(a.status for a in answers)
@@ -104,7 +102,7 @@ async def test_429_beyond_the_rate_limit_then_recovery(sim_config: SimulatorConf
         assert "Retry-After" not in refused.headers
         await asyncio.sleep(WINDOW + 0.05)
         assert (await raw.call("list", LIST_PARAMS)).status == 200
-        stats = sim.state_dict()["stats"]
+        stats = raw.sim.state_dict()["stats"]
         assert stats["throttled"] == 15
         assert stats["maxInOneSecond"] == 20  # counted before the limit
         assert stats["requests"]["token/get"] == 1  # the token service is not limited
@@ -113,9 +111,7 @@ async def test_429_beyond_the_rate_limit_then_recovery(sim_config: SimulatorConf
 async def test_steady_traffic_above_the_limit_is_held_to_the_limit(
     sim_config: SimulatorConfig,
 ) -> None:
-    config = dataclasses.replace(sim_config, rate_limit=10)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, rate_limit=10)) as raw:
         await raw.login()
         accepted: list[float] = []
         started = time.monotonic()
@@ -127,13 +123,11 @@ async def test_steady_traffic_above_the_limit_is_held_to_the_limit(
         # The exact any-window guarantee is proven above with an injected clock; over the
         # wire, client-side times jitter, so check the total the windows allow.
         assert 18 <= len(accepted) <= 10 * (int(elapsed / WINDOW) + 1)
-        assert sim.stats.throttled > 20
+        assert raw.sim.stats.throttled > 20
 
 
 async def test_429_carries_retry_after_when_configured(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, rate_limit=1, retry_after=2)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, rate_limit=1, retry_after=2)) as raw:
         await raw.login()
         assert (await raw.call("list", LIST_PARAMS)).status == 200
         refused = await raw.call("list", LIST_PARAMS)
@@ -141,43 +135,37 @@ async def test_429_carries_retry_after_when_configured(sim_config: SimulatorConf
 
 
 async def test_fail_rate_answers_99500_with_no_effect(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, fail_rate=1.0)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        answer = await RawEnos(session, sim).renew(ASSET_1, certSn=1001)
+    async with raw_simulator(dataclasses.replace(sim_config, fail_rate=1.0)) as raw:
+        answer = await raw.renew(ASSET_1, certSn=1001)
         assert answer.status == 200
         assert answer.body["code"] == 99500 and answer.body["data"] is None
-        state = sim.state_dict()
+        state = raw.sim.state_dict()
         assert state["devices"]["asset-1"]["renewals"] == 0
         assert state["devices"]["asset-1"]["certificates"][0]["status"] == "valid"
         assert state["stats"]["faults"] == {"fail": 1, "drop": 0, "lost": 0}
 
 
 async def test_drop_rate_closes_the_connection_with_no_effect(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, drop_rate=1.0)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, drop_rate=1.0)) as raw:
         await raw.login()  # the token service is never faulty
         with pytest.raises(aiohttp.ClientConnectionError):
             await raw.renew(ASSET_1, certSn=1001)
-        assert sim.device("asset-1").renewals == 0
-        assert sim.stats.faults["drop"] == 1
+        assert raw.sim.device("asset-1").renewals == 0
+        assert raw.sim.stats.faults["drop"] == 1
 
 
 async def test_lost_answer_renews_but_never_replies(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, lost_rate=1.0)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
+    async with raw_simulator(dataclasses.replace(sim_config, lost_rate=1.0)) as raw:
         with pytest.raises(aiohttp.ClientConnectionError):
-            await RawEnos(session, sim).renew(ASSET_1, certSn=1001)
-        device = sim.state_dict()["devices"]["asset-1"]
+            await raw.renew(ASSET_1, certSn=1001)
+        device = raw.sim.state_dict()["devices"]["asset-1"]
         assert device["renewals"] == 1
         assert [c["status"] for c in device["certificates"]] == ["revoked", "valid"]
-        assert sim.stats.faults["lost"] == 1
+        assert raw.sim.stats.faults["lost"] == 1
 
 
 async def test_latency_delays_business_calls(sim_config: SimulatorConfig) -> None:
-    config = dataclasses.replace(sim_config, latency_ms=250)
-    async with running_simulator(config, SIM_FLEET) as sim, aiohttp.ClientSession() as session:
-        raw = RawEnos(session, sim)
+    async with raw_simulator(dataclasses.replace(sim_config, latency_ms=250)) as raw:
         await raw.login()
         started = time.monotonic()
         assert (await raw.call("list", LIST_PARAMS)).body["code"] == 0

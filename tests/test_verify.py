@@ -3,91 +3,35 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
-    CertificatePublicKeyTypes,
-)
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from batch import keys
 from batch.model import Issued, KeyMode
 from batch.verify import verify_issued
+from tests import certs
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SUBJECT = x509.Name.from_rfc4514_string("CN=meter-1,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN")
 
 
-@dataclass(frozen=True)
-class Ca:
-    key: CertificateIssuerPrivateKeyTypes
-    cert: x509.Certificate
-
-    @property
-    def pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def make_ca(
-    kind: str = "RSA",
-    *,
-    common_name: str = "EnOS CA",
-    expires: datetime = NOW + timedelta(days=3650),
-    is_ca: bool | None = True,
-) -> Ca:
-    key: CertificateIssuerPrivateKeyTypes
-    if kind == "RSA":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    else:
-        key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "EnOS"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=365))
-        .not_valid_after(expires)
-    )
-    if is_ca is not None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), True)
-    return Ca(key, builder.sign(key, hashes.SHA256()))
+def make_ca(kind: certs.KeyKind = "RSA", **options: Any) -> certs.Ca:
+    """A real CA valid around NOW (see tests.certs.make_ca for the options)."""
+    return certs.make_ca(kind, now=NOW, **options)
 
 
 def issue(
-    ca: Ca,
-    public_key: CertificatePublicKeyTypes,
-    *,
-    serial: int = 52771,
-    days: float = 365,
-    not_before: datetime = NOW,
-    not_after: datetime | None = None,
+    ca: certs.Ca, key: CertificatePublicKeyTypes, *, not_before: datetime = NOW, **options: Any
 ) -> str:
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(SUBJECT)
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after or not_before + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    """A leaf for SUBJECT, serial 52771 and 365 days unless the options say otherwise."""
+    return certs.issue(ca, key, subject=SUBJECT, not_before=not_before, **options)
 
 
 def material(mode: KeyMode = KeyMode.EC256) -> keys.KeyMaterial:

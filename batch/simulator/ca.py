@@ -32,6 +32,19 @@ _CA_SUBJECTS = {
     Authority.ECC: ("EnOS ECC CA", "Envision Digital", "Envision"),
 }
 
+CA_KEY_USAGE = x509.KeyUsage(
+    # A CA key signs certificates and CRLs and nothing else.
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 class CsrError(ValueError):
     """A CSR that EnOS would refuse; the message is the documented "Invalid cert request!" text."""
@@ -145,20 +158,7 @@ def make_authority(authority: Authority, *, now: datetime, days: int) -> Certifi
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -118,12 +118,7 @@ class CertificateService:
         if device.flaky_renewals > 0:
             device.flaky_renewals -= 1
             raise ApiFailure(99500, MSG_INTERNAL)
-        old = self._owned_cert(device, cert_sn)
-        status = old.status_at(self._clock())
-        if status is CertStatus.REVOKED:
-            raise _invalid(MSG_REVOKED)
-        if status is CertStatus.EXPIRED:
-            raise _invalid(MSG_EXPIRED)
+        old = self._valid_owned_cert(device, cert_sn)
         csr_pem = body.get("csr")
         if csr_pem:
             subject, key, authority = self._from_csr(csr_pem, requested)
@@ -157,12 +152,7 @@ class CertificateService:
         if reason not in REVOKE_REASONS:
             raise _bad_parameter("reason", f"unknown revocation reason {reason}")
         device = self._device(query)
-        entry = self._owned_cert(device, cert_sn)
-        status = entry.status_at(self._clock())
-        if status is CertStatus.REVOKED:
-            raise _invalid(MSG_REVOKED)
-        if status is CertStatus.EXPIRED:
-            raise _invalid(MSG_EXPIRED)
+        entry = self._valid_owned_cert(device, cert_sn)
         entry.status, entry.revoke_reason = CertStatus.REVOKED, REVOKE_REASONS[reason]
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, object]]:
@@ -230,6 +220,16 @@ class CertificateService:
         if owner is not device:
             raise ApiFailure(11833, MSG_BOUND_ELSEWHERE)
         return next(entry for entry in device.certificates if entry.serial == cert_sn)
+
+    def _valid_owned_cert(self, device: SimDevice, cert_sn: int) -> CertEntry:
+        """The device's own certificate `cert_sn`, refused if it is revoked or expired."""
+        entry = self._owned_cert(device, cert_sn)
+        status = entry.status_at(self._clock())
+        if status is CertStatus.REVOKED:
+            raise _invalid(MSG_REVOKED)
+        if status is CertStatus.EXPIRED:
+            raise _invalid(MSG_EXPIRED)
+        return entry
 
     def _check_unique_subject(self, device: SimDevice, subject: x509.Name) -> None:
         names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
