@@ -192,7 +192,7 @@ def _inventory_options(fn: Any) -> Any:
 def run(**options: Any) -> None:
     """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
     config = _run_config(options)
-    from batch.pipeline import run as run_pipeline
+    from batch.job import run as run_pipeline
     from batch.report import render_summary
 
     summary = asyncio.run(run_pipeline(config))

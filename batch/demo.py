@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from batch.config import RunConfig
+from batch.job import run
 from batch.model import KeyMode
-from batch.pipeline import run
 from batch.report import render_summary
 
 SAMPLE = Path("sample_inventory.csv")

@@ -1,36 +1,29 @@
 """Wire the stages together: inventory -> plan -> renew (bounded workers) -> report.
 
-A producer streams the inventory (parsing runs in a thread, in chunks, so the event loop and the
-rate limiter never stall on pandas), decides each row, and feeds runnable devices to a fixed pool
-of workers through a bounded queue; everything else becomes a report row at once. SIGTERM and
-SIGINT stop the intake; in-flight devices get `grace_seconds` to finish, then are cancelled (their
-journal intent makes the next run reconcile them).
+`batch.job.run` sets up what this needs (client, journal, report) and sums up afterwards.
+A producer streams the inventory (parsing runs in a thread, in chunks, so the event loop and
+the rate limiter never stall on pandas), decides each row, and feeds runnable devices to a
+fixed pool of workers through a bounded queue; everything else becomes a report row at once.
+SIGTERM and SIGINT stop the intake; in-flight devices get `grace_seconds` to finish, then are
+cancelled (their journal intent makes the next run reconcile them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import random
-import secrets
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from batch import inventory, report
-from batch.config import Credentials, DueRule, RunConfig
+from batch import report
+from batch.config import DueRule, RunConfig
 from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
-from batch.enos.client import ClientConfig, EnosClient
 from batch.enos.errors import is_retryable
-from batch.errors import AbortedError, BatchError, InventoryError
+from batch.errors import AbortedError
 from batch.journal import Journal, State
-from batch.limiter import RateLimiter
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
 from batch.plan import (
     Deduper,
@@ -44,12 +37,9 @@ from batch.plan import (
 )
 from batch.progress import Progress
 from batch.renewer import Renewer
-from batch.retry import Retrier, RetryPolicy
+from batch.retry import Retrier
 
 log = logging.getLogger(__name__)
-
-EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
-JOURNAL_NAME = "journal.sqlite"
 
 
 @dataclass(slots=True)
@@ -294,185 +284,3 @@ def _take(rows: Iterator[Device | InvalidRow], n: int) -> list[Device | InvalidR
 
 def dry_run_outcome(device: Device) -> Outcome:
     return device_outcome(device, Status.SKIPPED, note="dry run: would renew")
-
-
-async def run(config: RunConfig) -> report.Summary:
-    """Run the whole job; returns the summary (also written to summary.json)."""
-    started_wall = datetime.now(UTC)
-    # Opening the inventory checks the file and its header: a bad file stops the run (exit 2)
-    # before anything starts, the sandbox simulator included.
-    rows = inventory.read_inventory(
-        config.inventory, fmt=config.inventory_format, default_org=config.org_id
-    )
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    batch: Batch | None = None
-    limiter: RateLimiter | None = None
-    async with contextlib.AsyncExitStack() as stack:
-        api_url, credentials = await _endpoint(config, stack)
-        journal = None
-        renewer = None
-        if not config.dry_run:
-            journal = await Journal.open(
-                config.out_dir / JOURNAL_NAME, durable=config.durable_journal
-            )
-            stack.push_async_callback(journal.close)
-            _explain_inventory_change(journal, config.inventory)
-            limiter = RateLimiter(config.rate)
-            renewer = await _renewer(config, stack, journal, limiter, api_url, credentials)
-        writer = stack.enter_context(report.ReportWriter(config.out_dir))
-        progress = Progress(
-            mode=config.progress,
-            total=inventory.count_rows(config.inventory, fmt=config.inventory_format),
-            interval=config.log_interval,
-        )
-        stack.callback(progress.close)
-        batch = Batch(config, renewer=renewer, journal=journal, writer=writer, progress=progress)
-        if journal is not None:
-            await journal.set_meta(
-                "inventory_sha256", inventory.inventory_fingerprint(config.inventory)
-            )
-        with _signals(batch):
-            try:
-                await batch.run(rows)
-            except* AbortedError as group:
-                batch.aborted = _first_message(group)
-                log.error("aborted: %s", batch.aborted)
-            except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
-                raise InventoryError(_first_message(group)) from None
-    return _finish(config, batch, limiter, started_wall)
-
-
-def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
-    """The message of the first error (task groups nest them)."""
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return str(first)
-
-
-async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tuple[str, Credentials]:
-    """The API URL and credentials: the configured ones, or a sandbox simulator's."""
-    if not config.sandbox:
-        assert config.api_url is not None
-        return config.api_url, config.credentials or Credentials(app_key="", app_secret="")
-    from batch.simulator import SimulatorConfig
-    from batch.simulator.testing import running_simulator
-
-    creds = Credentials(app_key=f"sandbox-{secrets.token_hex(4)}", app_secret=secrets.token_hex(16))
-    sim_config = SimulatorConfig(
-        app_key=creds.app_key,
-        app_secret=creds.app_secret,
-        org_id=config.org_id or "o-sandbox",
-        seed=0,
-    )
-    if config.dry_run:
-        return "http://127.0.0.1:0", creds
-    sim = await stack.enter_async_context(running_simulator(sim_config, fleet=config.inventory))
-    log.info("sandbox: built-in EnOS simulator at %s (no real device is touched)", sim.url)
-    return str(sim.url), creds
-
-
-async def _renewer(
-    config: RunConfig,
-    stack: contextlib.AsyncExitStack,
-    journal: Journal,
-    limiter: RateLimiter,
-    api_url: str,
-    credentials: Credentials,
-) -> Renewer:
-    client = await stack.enter_async_context(
-        EnosClient(
-            ClientConfig(
-                base_url=api_url,
-                app_key=credentials.app_key,
-                app_secret=credentials.app_secret,
-                params_in=config.params_in,
-                timeout_s=config.timeout_s,
-                ca_bundle=str(config.ca_bundle) if config.ca_bundle else None,
-            ),
-            connector_limit=config.concurrency,
-        )
-    )
-    key_pool = stack.enter_context(ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
-    return Renewer(
-        client=client,
-        limiter=limiter,
-        journal=journal,
-        out_dir=config.out_dir,
-        key_mode=config.key_mode,
-        key_pool=key_pool,
-        policy=RetryPolicy(max_attempts=config.max_attempts),
-        valid_days=config.valid_days,
-        pkcs12_passphrase=config.pkcs12_passphrase,
-        rng=random.Random(),
-    )
-
-
-def _explain_inventory_change(journal: Journal, path: Path) -> None:
-    earlier = journal.get_meta("inventory_sha256")
-    if earlier is None or earlier == inventory.inventory_fingerprint(path):
-        return
-    log.warning(
-        "the inventory changed since the last run in this output folder: devices finished "
-        "earlier are skipped, new rows run, and devices no longer listed are named in summary.json"
-    )
-
-
-@contextlib.contextmanager
-def _signals(batch: Batch) -> Iterator[None]:
-    """SIGTERM/SIGINT set the batch's stop event instead of killing the process mid-write."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if batch.stop_signal is None:
-            batch.stop_signal = sig
-            log.warning("received %s", sig.name)
-        batch.stop.set()
-
-    for sig in EXIT_SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        yield
-    finally:
-        for sig in EXIT_SIGNALS:
-            loop.remove_signal_handler(sig)
-
-
-def _finish(
-    config: RunConfig,
-    batch: Batch | None,
-    limiter: RateLimiter | None,
-    started_wall: datetime,
-) -> report.Summary:
-    assert batch is not None
-    tally = batch.tally
-    report.finish_reports(config.out_dir)
-    report.write_retry_csv(config.out_dir, tally.retry)
-    if batch.stop_signal is not None:
-        exit_code = EXIT_SIGNALS[batch.stop_signal]
-    else:
-        exit_code = report.exit_code_for(tally.campaign, aborted=batch.aborted is not None)
-    vanished = batch.vanished() if batch.journal is not None else []
-    summary = report.Summary(
-        counts_by_status=dict(tally.by_status),
-        counts_by_class=dict(tally.by_class),
-        devices=sum(tally.by_status.values()),
-        requests=limiter.acquired if limiter else 0,
-        started=started_wall,
-        finished=datetime.now(UTC),
-        configured_rate=config.rate,
-        exit_code=exit_code,
-        aborted_reason=batch.aborted,
-        sandbox=config.sandbox,
-        extra={
-            "campaign": {status.value: n for status, n in tally.campaign.items()},
-            "outOfShard": tally.out_of_shard,
-            "throttled": limiter.throttled if limiter else 0,
-            "stoppedBy": batch.stop_signal.name if batch.stop_signal else None,
-            "vanished": len(vanished),
-            "vanishedDevices": vanished[:100],
-            "dryRun": config.dry_run,
-        },
-    )
-    report.write_summary(config.out_dir, summary)
-    return summary
