@@ -12,7 +12,9 @@ The renew call is not idempotent, so the journal is written *before* each step t
   the file is created 0600, and SQLite gives its -wal/-shm files the same mode. Treat the journal
   like `key.pem`. Nothing here logs key material; `Entry`'s repr hides it.
 - `record_renewed` stores the issued certificate and CA before the bundle files are written;
-  `record_bundled` marks the bundle written.
+  `record_bundled` marks the bundle written. Every CA is also kept once in the `cas` table
+  (`ca_pems`): List Certificate does not return it, and a rerun needs it to recover a lost
+  answer's certificate from List's PEM.
 - A renewed device never goes back to INTENT or FAILED (`StateError`): that would renew it twice.
 
 Group commit: every write goes through one writer thread that owns the connection. Callers await
@@ -112,6 +114,9 @@ CREATE TABLE IF NOT EXISTS entries (
     outcome TEXT,                 -- JSON, see outcome_to_json
     bundle_path TEXT
 );
+-- Every issuing CA seen: List Certificate does not return the CA, so a rerun that reconciles
+-- a lost answer recovers the certificate from List's PEM only if it knows the issuer.
+CREATE TABLE IF NOT EXISTS cas (pem TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 _COLUMNS = (
     "key, row, state, attempts, cert_sn, key_pem, csr_pem, key_type, intent_at,"
@@ -212,6 +217,10 @@ class Journal:
             f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
         ).fetchone()
         return None if values is None else _entry(values)
+
+    def ca_pems(self) -> list[str]:
+        """Every issuing CA certificate (PEM) recorded with an outcome, in any run."""
+        return [str(pem) for (pem,) in self._reader.execute("SELECT pem FROM cas")]
 
     def get_meta(self, name: str) -> str | None:
         values = self._reader.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -381,6 +390,8 @@ def _outcome_operation(
             " outcome = excluded.outcome",
             (key, outcome.row, state, cert_sn, cert_pem, ca_pem, outcome.new_cert_sn, document),
         )
+        if ca_pem is not None:
+            db.execute("INSERT OR IGNORE INTO cas (pem) VALUES (?)", (ca_pem,))
 
     return operation
 
@@ -416,9 +427,24 @@ def _entry(values: tuple[Any, ...]) -> Entry:
         cert_pem=cert_pem,
         ca_pem=ca_pem,
         new_cert_sn=new_cert_sn,
-        outcome=None if outcome is None else outcome_from_json(outcome),
+        outcome=_with_bundle_path(outcome, bundle_path),
         bundle_path=bundle_path,
     )
+
+
+def _with_bundle_path(document: str | None, bundle_path: str | None) -> Outcome | None:
+    """The journaled outcome, with the bundle path recorded after it.
+
+    The outcome is journaled *before* its bundle is written, so its JSON has no bundle path;
+    `record_bundled` stores the path in its own column. A resumed device's report row is this
+    outcome, and without the path it would not say where the device's bundle is.
+    """
+    if document is None:
+        return None
+    outcome = outcome_from_json(document)
+    if bundle_path is None or outcome.bundle_path == bundle_path:
+        return outcome
+    return dataclasses.replace(outcome, bundle_path=bundle_path)
 
 
 # -- Outcome <-> JSON, exact for every field type Outcome uses --------------------------------

@@ -278,6 +278,38 @@ async def test_an_outcome_without_an_intent_creates_the_entry(journal: Journal) 
         await journal.record_failed("o1/y", outcome=full_outcome(old_cert_sn=None))
 
 
+async def test_a_bundled_entrys_outcome_says_where_its_bundle_is(tmp_path: Path) -> None:
+    # The outcome is journaled before the bundle exists; a resumed report row is that outcome.
+    path = tmp_path / "journal.sqlite"
+    async with await Journal.open(path) as journal:
+        await intent(journal, "o1/a")
+        outcome = full_outcome(status=Status.RENEWED, error_class=None, bundle_path=None)
+        await journal.record_renewed("o1/a", outcome=outcome, cert_pem=CERT_PEM, ca_pem=CA_PEM)
+        renewed = journal.get("o1/a")
+        await journal.record_bundled("o1/a", bundle_path="bundles/o1/a")
+    async with await Journal.open(path) as journal:
+        entry = journal.get("o1/a")
+        assert entry is not None and entry.outcome is not None
+        assert entry.outcome == dataclasses.replace(outcome, bundle_path="bundles/o1/a")
+        assert journal.load()["o1/a"] == entry
+    assert renewed is not None and renewed.outcome == outcome  # no bundle yet, no path
+
+
+async def test_issuing_cas_are_remembered_once_across_runs(tmp_path: Path) -> None:
+    # List Certificate does not return the CA: a rerun needs the CAs earlier runs were sent.
+    path = tmp_path / "journal.sqlite"
+    other_ca = CA_PEM.replace("MIIC", "MIID")
+    async with await Journal.open(path) as journal:
+        assert journal.ca_pems() == []
+        for key, ca in (("o1/a", CA_PEM), ("o1/b", CA_PEM), ("o1/c", other_ca)):
+            await intent(journal, key)
+            await journal.record_renewed(key, outcome=full_outcome(), cert_pem=CERT_PEM, ca_pem=ca)
+        await intent(journal, "o1/d")
+        await journal.record_failed("o1/d", outcome=full_outcome(status=Status.FAILED))
+    async with await Journal.open(path) as journal:
+        assert sorted(journal.ca_pems()) == sorted([CA_PEM, other_ca])
+
+
 @pytest.mark.parametrize(
     ("setup", "action", "refused_in"),
     [

@@ -12,6 +12,7 @@ import stat
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from batch import keys
 from batch.config import Credentials, RunConfig
+from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import InventoryError
-from batch.model import KeyMode
-from batch.pipeline import run
+from batch.job import run
+from batch.journal import Journal
+from batch.model import Device, KeyMode
 from batch.report import REPORT_COLUMNS, Summary
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
 
@@ -334,6 +338,44 @@ async def test_lost_answer_without_pem_in_list_is_renewed_once_more_and_said_so(
     for row in result.rows:
         certs = states[f"pkA/{row['deviceKey']}"]["certificates"]
         assert [c["serial"] for c in certs if c["status"] == "valid"] == [row["newCertSn"]]
+
+
+async def test_rerun_recovers_an_in_flight_renewal_with_the_ca_of_an_earlier_run(
+    tmp_path: Path,
+) -> None:
+    # A crash right after a renew request left: the journal holds its intent and EnOS renewed.
+    # The rerun reconciles that device before any answer of its own has shown the issuing CA
+    # (List does not return it), so only the journal can supply it; else a second renewal.
+    rows = fleet(2)
+    out = tmp_path / "out"
+    first_inventory = write_inventory(tmp_path / "first.csv", rows[:1])
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    device = Device(row=3, org_id=ORG, cert_sn=1001, product_key="pkA", device_key="dev-0001")
+    material = keys.generate(KeyMode.EC256, keys.subject_for(device))
+    async with simulator(rows, tmp_path, list_includes_pem=True) as sim:
+        await run_job(sim, first_inventory, out, key_mode=KeyMode.EC256)
+        async with await Journal.open(out / "journal.sqlite") as journal:
+            await journal.record_intent(
+                device.key,
+                row=device.row,
+                cert_sn=device.cert_sn,
+                key_pem=material.key_pem,
+                csr_pem=material.csr_pem,
+                key_type=material.key_type,
+                at=datetime.now(UTC),
+            )
+        config = ClientConfig(base_url=str(sim.url), app_key=KEY, app_secret=SECRET)
+        async with EnosClient(config) as client:  # the renewal whose answer the crash lost
+            lost = await client.renew_certificate(
+                device, cert_sn=device.cert_sn, csr=material.csr_pem, issue_authority="ECC"
+            )
+        result = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
+    row = result.by_device()["dev-0001"]
+    assert (row["status"], row["resolution"], row["note"]) == ("renewed", "reconciled", "")
+    assert row["newCertSn"] == lost.cert_sn
+    assert result.renewals("pkA/dev-0001") == 1
+    assert_bundle_is_sound(out / row["bundlePath"], with_key=True)
+    assert (out / row["bundlePath"] / "key.pem").read_bytes() == material.key_pem
 
 
 # --- batch-level endings ----------------------------------------------------------------
