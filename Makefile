@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench clean .venv-airflow
+
+# Airflow lives in its own virtualenv (its pins fight ours); tests/test_dag.py runs the DAG with it.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_CONSTRAINTS := jobs/airflow-constraints.txt
 
 venv: $(STAMP)
 
@@ -14,7 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: venv
+# `make .venv-airflow`: build it if missing or if the pins changed (a stamp, so a half-done
+# install is redone, not taken for finished).
+.venv-airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_CONSTRAINTS)
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c $(AIRFLOW_CONSTRAINTS) "apache-airflow==3.3.2"
+	touch $(AIRFLOW_STAMP)
+
+test: venv .venv-airflow
 	$(BIN)/ruff check batch jobs tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -26,8 +41,12 @@ lint: venv
 demo: venv
 	$(BIN)/python -m batch.demo
 
+# `make bench BENCH_ARGS=--quick` for a smoke run; the full set takes about an hour on 2 cores.
+BENCH_SCRIPTS := rate_issue3 rate_fidelity throttle_pressure client_cpu throughput_ceiling \
+	journal_cost sequential_baseline memory_plan memory_run
+
 bench: venv
-	$(BIN)/python bench/rate_fidelity.py
+	set -e; for script in $(BENCH_SCRIPTS); do $(BIN)/python bench/$$script.py $(BENCH_ARGS); done
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

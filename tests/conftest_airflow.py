@@ -1,0 +1,98 @@
+"""Helpers for the scheduling tests (the Airflow DAG and the cron entry point).
+
+Both run the job as a separate process, so the simulator runs as one too: `fleet-renew
+simulate` on a free loopback port, stopped with SIGTERM, which makes it write its state file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FLEET_RENEW = Path(sys.executable).with_name("fleet-renew")
+APP_KEY = "sched-app-key"
+APP_SECRET = "sched-app-secret-0123456789"
+ORG = "o-sched"
+
+
+@dataclass
+class SimulatorProcess:
+    """A running `fleet-renew simulate`; `state` is filled in once it has stopped."""
+
+    url: str
+    state_out: Path
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def renewals(self) -> dict[str, int]:
+        """Renew calls that took effect, per device identity (after the simulator stopped)."""
+        return {name: device["renewals"] for name, device in self.state["devices"].items()}
+
+
+@contextmanager
+def simulator_process(tmp_path: Path, fleet: Path) -> Iterator[SimulatorProcess]:
+    """Run the simulator seeded from `fleet` until the block ends; then read its state."""
+    state_out = tmp_path / "sim-state.json"
+    env = {**os.environ, "ENOS_APP_KEY": APP_KEY, "ENOS_APP_SECRET": APP_SECRET}
+    argv = [str(FLEET_RENEW), "simulate", "--port", "0", "--fleet", str(fleet), "--org", ORG]
+    with (
+        (tmp_path / "sim.log").open("w") as log,
+        subprocess.Popen(
+            [*argv, "--state-out", str(state_out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        ) as process,
+    ):
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            assert match, f"simulator did not start: {line!r}"
+            sim = SimulatorProcess(url=match.group(1), state_out=state_out)
+            yield sim
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    sim.state = json.loads(state_out.read_text())
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    """Write a small CSV file (an inventory or a simulator fleet)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    """The rows of a report.csv as dicts of text."""
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Airflow or EnOS settings, plus `extra`."""
+    prefixes = ("AIRFLOW", "ENOS_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    return {**env, **extra}
+
+
+def device_names(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """The identity of each report row as the simulator's state names it."""
+    return [row["assetId"] or f"{row['productKey']}/{row['deviceKey']}" for row in rows]
