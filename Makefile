@@ -30,12 +30,12 @@ $(AIRFLOW_STAMP): $(AIRFLOW_CONSTRAINTS)
 	touch $(AIRFLOW_STAMP)
 
 test: venv .venv-airflow
-	$(BIN)/ruff check batch jobs tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: venv
-	$(BIN)/ruff check batch jobs tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 demo: venv

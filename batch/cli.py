@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
 from batch import config as cfg
+from batch.canary import parse_share
 from batch.errors import BatchError
 from batch.model import KeyMode
 
@@ -59,136 +61,199 @@ def _inventory_options(fn: Any) -> Any:
     return click.argument("inventory", type=click.Path(path_type=Path))(fn)
 
 
+# What is renewed and how: shared by `plan` and `run`, and recorded in a saved plan.
+_SCOPE_OPTIONS = [
+    click.option(
+        "--rate",
+        type=float,
+        default=cfg.DEFAULT_RATE,
+        help="Renewal API requests per second (never exceeded in any one-second window; "
+        "cut on HTTP 429, then recovered).",
+    ),
+    click.option(
+        "--key-mode",
+        type=click.Choice([m.value for m in KeyMode]),
+        default=KeyMode.REUSE.value,
+        help="reuse: no CSR, EnOS re-issues for the existing key; rsa2048/ec256: a new "
+        "key and CSR per device; csr-column: the CSR file named by csrPath.",
+    ),
+    click.option(
+        "--valid-days",
+        type=int,
+        default=None,
+        help="Validity of the new certificates in days, unless the row has validDay. "
+        "[default: EnOS's default, 730]",
+    ),
+    click.option(
+        "--params-in",
+        type=click.Choice(["query", "body"]),
+        default="query",
+        help="Where certSn/validDay go: query (the Renew API page) or the JSON body "
+        "(some EnOS versions).",
+    ),
+    click.option(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="Only devices whose stable hash falls in shard I of N (0-based). [default: all]",
+    ),
+    click.option(
+        "--renew-within",
+        type=int,
+        default=None,
+        metavar="DAYS",
+        help="Maintenance mode: renew only certificates expiring within DAYS (looked up with "
+        "List Certificate unless the inventory has notAfter); others are skipped as not_due; "
+        "soonest expiry first. [default: renew every device]",
+    ),
+    click.option(
+        "--renew-at-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="Maintenance mode: also renew certificates past this share of their lifetime, "
+        "e.g. 0.67. [default: off]",
+    ),
+]
+
+_RUN_OPTIONS = [
+    click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Output folder: report, summary, bundles, journal. Rerun with the same folder "
+        "to resume.",
+    ),
+    click.option(
+        "--api-url",
+        envvar=cfg.ENV_API_URL,
+        show_envvar=True,
+        help="EnOS API gateway, e.g. https://apim-ppe1.envisioniot.com. Credentials come "
+        f"from {cfg.ENV_APP_KEY} and {cfg.ENV_APP_SECRET} only.",
+    ),
+    click.option(
+        "--sandbox",
+        is_flag=True,
+        help="Start the built-in EnOS simulator on loopback, seeded from the inventory, "
+        "and run against it. Touches no real device.",
+    ),
+    click.option("--concurrency", type=int, default=32, help="Devices in flight at once."),
+    click.option(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="Attempts per device for retryable errors (99500, 429, timeouts, resets).",
+    ),
+    click.option(
+        "--ca-bundle",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Extra CA certificates (PEM) for a private gateway. TLS verification is "
+        "always on. [default: system CAs]",
+    ),
+    click.option(
+        "--timeout",
+        "timeout_s",
+        type=float,
+        default=30.0,
+        help="Seconds to wait for one API answer.",
+    ),
+    click.option("--dry-run", is_flag=True, help="Read and plan, write the report, send nothing."),
+    click.option(
+        "--pkcs12",
+        is_flag=True,
+        help=f"Also write bundle.p12 for generated keys; passphrase from {cfg.ENV_P12_PASSPHRASE}.",
+    ),
+    click.option(
+        "--retry-failed",
+        is_flag=True,
+        help="On a rerun, retry devices that failed permanently in earlier runs.",
+    ),
+    click.option(
+        "--plan",
+        "plan_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="A plan saved by `plan --save`: refuse to run (exit 2) if the inventory or the "
+        "options changed since. [default: no check]",
+    ),
+    click.option(
+        "--canary",
+        default=None,
+        metavar="N|N%",
+        help="Renew N devices (or N% of the rows) first, spread across orgs and products, and "
+        "go on only if they pass. [default: no canary]",
+    ),
+    click.option(
+        "--canary-max-failures",
+        default="0%",
+        metavar="P%",
+        help="Share of the canary that may fail before the run stops (exit 3).",
+    ),
+    click.option(
+        "--abort-after-failures",
+        type=int,
+        default=50,
+        help="Stop (exit 3) after more than this many consecutive failures of one class.",
+    ),
+    click.option(
+        "--abort-failure-rate",
+        default=None,
+        metavar="P%",
+        help="Stop (exit 3) once more than this share of finished devices failed "
+        "(after --abort-min-sample). [default: off]",
+    ),
+    click.option(
+        "--abort-min-sample",
+        type=int,
+        default=100,
+        help="Finished devices needed before --abort-failure-rate applies.",
+    ),
+    click.option(
+        "--grace-seconds",
+        type=float,
+        default=30.0,
+        help="On SIGTERM/SIGINT, how long in-flight devices may take to finish.",
+    ),
+    click.option(
+        "--progress",
+        type=click.Choice(["auto", "bar", "log", "off"]),
+        default="auto",
+        help="auto: a bar on a terminal, a log line every --log-interval otherwise.",
+    ),
+    click.option(
+        "--log-interval",
+        type=float,
+        default=5.0,
+        help="Seconds between progress log lines when not on a terminal.",
+    ),
+    click.option(
+        "--durable-journal/--no-durable-journal",
+        default=True,
+        help="fsync the journal before each request leaves (turn off only to measure).",
+    ),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """Apply a list of click options, first listed first in --help."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @main.command(epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"))
 @_inventory_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output folder: report, summary, bundles, journal. Rerun with the same folder to resume.",
-)
-@click.option(
-    "--api-url",
-    envvar=cfg.ENV_API_URL,
-    show_envvar=True,
-    help="EnOS API gateway, e.g. https://apim-ppe1.envisioniot.com. Credentials come "
-    f"from {cfg.ENV_APP_KEY} and {cfg.ENV_APP_SECRET} only.",
-)
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="Start the built-in EnOS simulator on loopback, seeded from the inventory, "
-    "and run against it. Touches no real device.",
-)
-@click.option(
-    "--rate",
-    type=float,
-    default=cfg.DEFAULT_RATE,
-    help="Renewal API requests per second (never exceeded in any one-second window; "
-    "cut on HTTP 429, then recovered).",
-)
-@click.option("--concurrency", type=int, default=32, help="Devices in flight at once.")
-@click.option(
-    "--max-attempts",
-    type=int,
-    default=5,
-    help="Attempts per device for retryable errors (99500, 429, timeouts, resets).",
-)
-@click.option(
-    "--valid-days",
-    type=int,
-    default=None,
-    help="Validity of the new certificates in days, unless the row has validDay. "
-    "[default: EnOS's default, 730]",
-)
-@click.option(
-    "--key-mode",
-    type=click.Choice([m.value for m in KeyMode]),
-    default=KeyMode.REUSE.value,
-    help="reuse: no CSR, EnOS re-issues for the existing key; rsa2048/ec256: a new "
-    "key and CSR per device; csr-column: the CSR file named by csrPath.",
-)
-@click.option(
-    "--params-in",
-    type=click.Choice(["query", "body"]),
-    default="query",
-    help="Where certSn/validDay go: query (the Renew API page) or the JSON body "
-    "(some EnOS versions).",
-)
-@click.option(
-    "--ca-bundle",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Extra CA certificates (PEM) for a private gateway. TLS verification is "
-    "always on. [default: system CAs]",
-)
-@click.option(
-    "--timeout", "timeout_s", type=float, default=30.0, help="Seconds to wait for one API answer."
-)
-@click.option("--dry-run", is_flag=True, help="Read and plan, write the report, send nothing.")
-@click.option(
-    "--pkcs12",
-    is_flag=True,
-    help=f"Also write bundle.p12 for generated keys; passphrase from {cfg.ENV_P12_PASSPHRASE}.",
-)
-@click.option(
-    "--retry-failed",
-    is_flag=True,
-    help="On a rerun, retry devices that failed permanently in earlier runs.",
-)
-@click.option(
-    "--grace-seconds",
-    type=float,
-    default=30.0,
-    help="On SIGTERM/SIGINT, how long in-flight devices may take to finish.",
-)
-@click.option(
-    "--abort-after-failures",
-    type=int,
-    default=50,
-    help="Stop (exit 3) after more than this many consecutive failures of one class.",
-)
-@click.option(
-    "--shard",
-    default=None,
-    metavar="I/N",
-    help="Only devices whose stable hash falls in shard I of N (0-based). [default: all]",
-)
-@click.option(
-    "--renew-within",
-    type=int,
-    default=None,
-    metavar="DAYS",
-    help="Maintenance mode: renew only certificates expiring within DAYS (looked up with List "
-    "Certificate unless the inventory has notAfter); others are skipped as not_due; soonest "
-    "expiry first. [default: renew every device]",
-)
-@click.option(
-    "--renew-at-fraction",
-    type=float,
-    default=None,
-    metavar="F",
-    help="Maintenance mode: also renew certificates past this share of their lifetime, "
-    "e.g. 0.67. [default: off]",
-)
-@click.option(
-    "--progress",
-    type=click.Choice(["auto", "bar", "log", "off"]),
-    default="auto",
-    help="auto: a bar on a terminal, a log line every --log-interval otherwise.",
-)
-@click.option(
-    "--log-interval",
-    type=float,
-    default=5.0,
-    help="Seconds between progress log lines when not on a terminal.",
-)
-@click.option(
-    "--durable-journal/--no-durable-journal",
-    default=True,
-    help="fsync the journal before each request leaves (turn off only to measure).",
-)
+@_with(_SCOPE_OPTIONS)
+@_with(_RUN_OPTIONS)
 def run(**options: Any) -> None:
     """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
     config = _run_config(options)
@@ -204,6 +269,7 @@ def run(**options: Any) -> None:
 
 def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
     try:
+        abort_rate = options["abort_failure_rate"]
         return cfg.RunConfig(
             inventory=options["inventory"],
             out_dir=options["out_dir"],
@@ -225,7 +291,16 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             retry_failed=options["retry_failed"],
             grace_seconds=options["grace_seconds"],
             abort_after_failures=options["abort_after_failures"],
-            shard=cfg.Shard.parse(options["shard"]) if options["shard"] else None,
+            abort_failure_rate=(
+                parse_share(abort_rate, what="--abort-failure-rate") if abort_rate else None
+            ),
+            abort_min_sample=options["abort_min_sample"],
+            canary=options["canary"],
+            canary_max_failures=parse_share(
+                options["canary_max_failures"], what="--canary-max-failures"
+            ),
+            plan_file=options["plan_file"],
+            shard=_shard(options),
             renew_within=options["renew_within"],
             renew_at_fraction=options["renew_at_fraction"],
             durable_journal=options["durable_journal"],
@@ -236,20 +311,30 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
         raise click.UsageError(exc.message) from exc
 
 
+def _shard(options: dict[str, Any]) -> cfg.Shard | None:
+    return cfg.Shard.parse(options["shard"]) if options["shard"] else None
+
+
 @main.command()
 @_inventory_options
+@_with(_SCOPE_OPTIONS)
 @click.option(
-    "--rate",
-    type=float,
-    default=cfg.DEFAULT_RATE,
-    help="Requests per second, for the duration estimate.",
+    "--save",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the plan (with the inventory's hash and these options) to this JSON file, "
+    "for `run --plan`. [default: not saved]",
 )
-@click.option("--shard", default=None, metavar="I/N", help="Plan one shard only. [default: all]")
 def plan(**options: Any) -> None:
     """Validate INVENTORY and show what a run would do, without renewing anything."""
+    from batch.inventory import inventory_fingerprint
+    from batch.planfile import plan_options, save_plan
     from batch.planner import plan_inventory, render_plan
 
-    shard = cfg.Shard.parse(options["shard"]) if options["shard"] else None
+    try:
+        shard = _shard(options)
+    except BatchError as exc:
+        raise click.UsageError(exc.message) from exc
     result = plan_inventory(
         options["inventory"],
         fmt=options["inventory_format"],
@@ -257,12 +342,35 @@ def plan(**options: Any) -> None:
         shard=shard,
     )
     click.echo(render_plan(result, rate=options["rate"]))
+    if options["save"] is not None:
+        scope = plan_options(
+            org_id=options["org"],
+            inventory_format=options["inventory_format"],
+            shard=shard,
+            key_mode=KeyMode(options["key_mode"]),
+            valid_days=options["valid_days"],
+            params_in=options["params_in"],
+            renew_within=options["renew_within"],
+            renew_at_fraction=options["renew_at_fraction"],
+        )
+        save_plan(
+            options["save"],
+            inventory_sha256=inventory_fingerprint(options["inventory"]),
+            options=scope,
+            counts=result.counts(),
+        )
+        click.echo(f"plan saved to {options['save']}; run it with --plan {options['save']}")
 
 
 @main.command()
 @click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder for the merged report.csv/.parquet, summary.json and retry.csv.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for the merged report.csv/.parquet, summary.json and retry.csv.",
+)
 def merge(shard_dirs: tuple[Path, ...], out_dir: Path) -> None:
     """Merge the output folders of a sharded run (`run --shard I/N`) into one report.
 

@@ -85,6 +85,11 @@ class RunConfig:
     grace_seconds: float = 30.0
     abort_after_failures: int = 50
     shard: Shard | None = None
+    canary: str | None = None  # "50" devices or "2%" of the inventory's rows
+    canary_max_failures: float = 0.0  # share of the canary that may fail
+    abort_failure_rate: float | None = None  # share of finished devices that may fail
+    abort_min_sample: int = 100  # finished devices before abort_failure_rate applies
+    plan_file: Path | None = None  # refuse to run when the plan saved there no longer matches
     renew_within: int | None = None  # maintenance mode: days before expiry
     renew_at_fraction: float | None = None  # maintenance mode: share of the lifetime lived
     durable_journal: bool = True
@@ -110,6 +115,8 @@ class RunConfig:
             raise UsageError("--abort-after-failures must be at least 1")
         if self.grace_seconds < 0 or self.timeout_s <= 0:
             raise UsageError("--grace-seconds must be >= 0 and --timeout positive")
+        if self.abort_min_sample < 1:
+            raise UsageError("--abort-min-sample must be at least 1")
         if self.renew_within is not None and self.renew_within < 0:
             raise UsageError("--renew-within must be zero or more days")
         if self.renew_at_fraction is not None and not 0 < self.renew_at_fraction < 1:

@@ -16,15 +16,16 @@ import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 from batch import inventory, report
+from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import AbortedError, BatchError, InventoryError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.pipeline import Batch
+from batch.planfile import check_plan, config_plan_options
 from batch.progress import Progress
 from batch.renewer import Renewer
 from batch.retry import RetryPolicy
@@ -43,6 +44,13 @@ async def run(config: RunConfig) -> report.Summary:
     rows = inventory.read_inventory(
         config.inventory, fmt=config.inventory_format, default_org=config.org_id
     )
+    fingerprint = inventory.inventory_fingerprint(config.inventory)
+    if config.plan_file is not None:
+        check_plan(
+            config.plan_file, inventory_sha256=fingerprint, options=config_plan_options(config)
+        )
+    total_rows = inventory.count_rows(config.inventory, fmt=config.inventory_format)
+    canary = _canary_rule(config, total_rows)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     batch: Batch | None = None
     limiter: RateLimiter | None = None
@@ -55,21 +63,26 @@ async def run(config: RunConfig) -> report.Summary:
                 config.out_dir / JOURNAL_NAME, durable=config.durable_journal
             )
             stack.push_async_callback(journal.close)
-            _explain_inventory_change(journal, config.inventory)
+            _explain_inventory_change(journal, fingerprint)
             limiter = RateLimiter(config.rate)
             renewer = await _renewer(config, stack, journal, limiter, api_url, credentials)
         writer = stack.enter_context(report.ReportWriter(config.out_dir))
         progress = Progress(
             mode=config.progress,
-            total=inventory.count_rows(config.inventory, fmt=config.inventory_format),
+            total=total_rows,
             interval=config.log_interval,
         )
         stack.callback(progress.close)
-        batch = Batch(config, renewer=renewer, journal=journal, writer=writer, progress=progress)
+        batch = Batch(
+            config,
+            renewer=renewer,
+            journal=journal,
+            writer=writer,
+            progress=progress,
+            canary=canary,
+        )
         if journal is not None:
-            await journal.set_meta(
-                "inventory_sha256", inventory.inventory_fingerprint(config.inventory)
-            )
+            await journal.set_meta("inventory_sha256", fingerprint)
         with _signals(batch):
             try:
                 await batch.run(rows)
@@ -147,9 +160,18 @@ async def _renewer(
     )
 
 
-def _explain_inventory_change(journal: Journal, path: Path) -> None:
+def _canary_rule(config: RunConfig, total_rows: int) -> CanaryRule | None:
+    if config.canary is None:
+        return None
+    return CanaryRule(
+        size=canary_size(config.canary, total_rows),
+        max_failure_rate=config.canary_max_failures,
+    )
+
+
+def _explain_inventory_change(journal: Journal, fingerprint: str) -> None:
     earlier = journal.get_meta("inventory_sha256")
-    if earlier is None or earlier == inventory.inventory_fingerprint(path):
+    if earlier is None or earlier == fingerprint:
         return
     log.warning(
         "the inventory changed since the last run in this output folder: devices finished "

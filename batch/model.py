@@ -171,4 +171,5 @@ class Outcome:
     request_id: str | None = None
     duration_ms: int | None = None
     resolution: Resolution | None = None
+    canary: bool | None = None  # renewed in the canary batch (--canary)
     note: str | None = None

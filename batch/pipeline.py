@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batch import report
+from batch.canary import CanaryGate, CanaryRule
 from batch.config import DueRule, RunConfig
 from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
 from batch.enos.errors import is_retryable
@@ -38,6 +40,7 @@ from batch.plan import (
 from batch.progress import Progress
 from batch.renewer import Renewer
 from batch.retry import Retrier
+from batch.timeline import Sample, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class Tally:
     out_of_shard: int = 0
     streak_class: ErrorClass | None = None
     streak: int = 0
+    finished: int = 0  # renewed or failed in this run, for --abort-failure-rate
+    failed: int = 0
     retry: list[Device] = field(default_factory=list)
 
 
@@ -66,6 +71,7 @@ class Batch:
         journal: Journal | None,
         writer: report.ReportWriter,
         progress: Progress,
+        canary: CanaryRule | None = None,
     ) -> None:
         self.config = config
         self.renewer = renewer
@@ -73,17 +79,31 @@ class Batch:
         self.writer = writer
         self.progress = progress
         self.tally = Tally()
+        self.gate = CanaryGate(canary) if canary is not None and renewer is not None else None
         self.deduper = Deduper()
         self.stop = asyncio.Event()
         self.stop_signal: signal.Signals | None = None
         self.aborted: str | None = None
         self._index = journal.index() if journal is not None else {}
+        self.timeline = Timeline(read=self._totals, clock=time.monotonic)
+
+    def _totals(self, at: float) -> Sample:
+        limiter = self.renewer.limiter if self.renewer is not None else None
+        return Sample(
+            at=at,
+            finished=self.progress.done,
+            renewed=self.tally.by_status[Status.RENEWED],
+            failed=self.tally.by_status[Status.FAILED],
+            requests=limiter.acquired if limiter else 0,
+            throttled=limiter.throttled if limiter else 0,
+        )
 
     async def run(self, rows: Iterator[Device | InvalidRow]) -> None:
         first = await asyncio.to_thread(_take, rows, 1000)
         queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.concurrency * 2)
         async with asyncio.TaskGroup() as outer:
             ticker = outer.create_task(self.progress.log_periodically())
+            sampler = outer.create_task(self.timeline.sample_periodically())
             watchdog: asyncio.Task[None] | None = None
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -92,6 +112,8 @@ class Batch:
                     watchdog = outer.create_task(self._grace(workers))
             finally:
                 ticker.cancel()
+                sampler.cancel()
+                self.timeline.take()  # the totals at the end
                 if watchdog is not None:
                     watchdog.cancel()
 
@@ -121,7 +143,7 @@ class Batch:
                 elif self.config.due_rule is not None and decision.prior is None:
                     held.append(decision)
                 else:
-                    await queue.put(decision)
+                    await self._dispatch(decision, queue)
             elif isinstance(decision, Resume):
                 await self._resume(decision.device, queue)
             elif isinstance(decision, OutOfShard):
@@ -130,9 +152,27 @@ class Batch:
                 self._emit(decision)
         if held and not self.stop.is_set():
             for run in await self._due(held):
-                await queue.put(run)
+                await self._dispatch(run, queue)
+        if self.gate is not None and self.gate.pending is not None:
+            await self._release_canary(queue)
         for _ in range(self._workers()):
             await queue.put(None)
+
+    async def _dispatch(self, run: Run, queue: asyncio.Queue[Run | None]) -> None:
+        """Queue a run, unless the canary is still being collected."""
+        if self.gate is None or not self.gate.hold(run):
+            await queue.put(run)
+        elif self.gate.full:
+            await self._release_canary(queue)
+
+    async def _release_canary(self, queue: asyncio.Queue[Run | None]) -> None:
+        assert self.gate is not None
+        canary = self.gate.pick()
+        log.info("canary: renewing %d devices first", len(canary))
+        for run in canary:
+            await queue.put(run)
+        for run in await self.gate.judge(self.stop):
+            await queue.put(run)
 
     async def _due(self, held: list[Run]) -> list[Run]:
         """The held devices that are due, soonest expiry first; the others are reported now."""
@@ -182,11 +222,15 @@ class Batch:
             if self.stop.is_set():
                 continue  # not started: the next run picks it up
             outcome = await self.renewer.renew(job.device, job.prior)
+            if self.gate is not None:
+                outcome = self.gate.record(outcome, job.device)
             self._emit(outcome, job.device)
             self._check_breaker(outcome)
 
     async def _grace(self, workers: list[asyncio.Task[None]]) -> None:
         await self.stop.wait()
+        if self.gate is not None:
+            self.gate.release()
         log.warning(
             "stopping: no new devices; in-flight ones have %.0fs to finish",
             self.config.grace_seconds,
@@ -229,18 +273,30 @@ class Batch:
         return (self.config.out_dir / bundle_path / "cert.pem").exists()
 
     def _check_breaker(self, outcome: Outcome) -> None:
-        if outcome.status is not Status.FAILED:
-            if outcome.status is Status.RENEWED:
-                self.tally.streak, self.tally.streak_class = 0, None
+        """Stop the run (exit 3) instead of burning through the fleet with the same failure."""
+        if outcome.status not in (Status.FAILED, Status.RENEWED):
             return
+        tally, config = self.tally, self.config
+        tally.finished += 1
+        if outcome.status is Status.RENEWED:
+            tally.streak, tally.streak_class = 0, None
+            return
+        tally.failed += 1
         cls = outcome.error_class
-        tally = self.tally
         tally.streak = tally.streak + 1 if cls == tally.streak_class else 1
         tally.streak_class = cls
-        if tally.streak > self.config.abort_after_failures:
+        if tally.streak > config.abort_after_failures:
             raise AbortedError(
                 f"{tally.streak} consecutive failures of class {cls}: stopped to protect the "
-                f"fleet (--abort-after-failures {self.config.abort_after_failures})"
+                f"fleet (--abort-after-failures {config.abort_after_failures})"
+            )
+        rate = config.abort_failure_rate
+        sampled = tally.finished >= config.abort_min_sample
+        if rate is not None and sampled and tally.failed / tally.finished > rate:
+            raise AbortedError(
+                f"{tally.failed} of {tally.finished} devices failed, more than "
+                f"--abort-failure-rate {rate:.0%} (after --abort-min-sample "
+                f"{config.abort_min_sample})"
             )
 
     def vanished(self) -> list[str]:

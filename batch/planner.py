@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,16 @@ class PlanResult:
     invalid: int = 0
     by_org_product: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_invalid: list[InvalidRow] = field(default_factory=list)
+    expiries: list[tuple[datetime, int, str]] = field(default_factory=list)  # notAfter, row, id
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "toRenew": self.to_renew,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "otherShards": self.out_of_shard,
+        }
 
 
 def plan_inventory(
@@ -49,6 +60,8 @@ def plan_inventory(
         else:
             result.to_renew += 1
             result.by_org_product[(item.org_id, _product(item))] += 1
+            if item.not_after is not None:
+                result.expiries.append((item.not_after, item.row, item.identity))
     return result
 
 
@@ -75,7 +88,46 @@ def render_plan(result: PlanResult, *, rate: float) -> str:
         lines.append(f"  invalid row {bad.row}: {bad.reason}")
     if result.invalid > len(result.first_invalid):
         lines.append(f"  ... and {result.invalid - len(result.first_invalid)} more invalid rows")
+    lines += deadline_lines(result.expiries, rate=rate, now=datetime.now(UTC))
     return "\n".join(lines)
+
+
+def late_devices(
+    expiries: list[tuple[datetime, int, str]], *, rate: float, now: datetime
+) -> list[tuple[datetime, int, str, datetime]]:
+    """Devices whose certificate expires before their turn, soonest first, with their turn.
+
+    Assumes the soonest-expiry-first order of maintenance mode and one request per device.
+    """
+    late = []
+    for position, (not_after, row, identity) in enumerate(sorted(expiries)):
+        turn = now + timedelta(seconds=position / rate)
+        if turn >= not_after:
+            late.append((not_after, row, identity, turn))
+    return late
+
+
+def deadline_lines(
+    expiries: list[tuple[datetime, int, str]], *, rate: float, now: datetime
+) -> list[str]:
+    if not expiries:
+        return ["deadlines: no notAfter in the inventory (maintenance mode looks them up)"]
+    earliest = min(expiries)
+    lines = [
+        f"deadlines: {len(expiries)} devices with a known expiry; the earliest expires "
+        f"{earliest[0]:%Y-%m-%d %H:%M}Z (row {earliest[1]}, {earliest[2]})"
+    ]
+    late = late_devices(expiries, rate=rate, now=now)
+    if not late:
+        lines.append(f"  at {rate:g} requests/s, soonest first, every one is renewed in time")
+        return lines
+    lines.append(f"  at {rate:g} requests/s, {len(late)} would expire before their turn:")
+    for not_after, row, identity, turn in late[:SHOWN_INVALID]:
+        lines.append(
+            f"  row {row} {identity}: expires {not_after:%Y-%m-%d %H:%M}Z, "
+            f"its turn ~{turn:%Y-%m-%d %H:%M}Z"
+        )
+    return lines
 
 
 def _duration(seconds: float) -> str:

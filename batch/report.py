@@ -74,6 +74,7 @@ _FIELD_OF: dict[str, str] = {
     "requestId": "request_id",
     "durationMs": "duration_ms",
     "resolution": "resolution",
+    "canary": "canary",
     "note": "note",
 }
 REPORT_COLUMNS: tuple[str, ...] = tuple(_FIELD_OF)
@@ -87,6 +88,7 @@ _TYPED_COLUMNS: dict[str, pa.DataType] = {
     "requestedDays": pa.int64(),
     "grantedDays": pa.int64(),
     "clamped": pa.bool_(),
+    "canary": pa.bool_(),
     "durationMs": pa.int64(),
 }
 REPORT_SCHEMA = pa.schema([(c, _TYPED_COLUMNS.get(c, pa.string())) for c in REPORT_COLUMNS])

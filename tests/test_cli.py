@@ -173,3 +173,21 @@ def test_maintenance_mode_from_the_command_line(tmp_path: Path) -> None:
     by = {r["assetId"]: r for r in read_report(tmp_path / "out")}
     assert (by["soon"]["status"], by["soon"]["errorClass"]) == ("failed", "cert_expired")
     assert by["far"]["status"] == "skipped" and by["far"]["note"].startswith("not_due")
+
+
+def test_saved_plan_round_trip_on_the_command_line(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": "o1", "assetId": f"a{i}", "certSn": 100 + i} for i in range(4)
+    ]
+    inventory = write_csv(tmp_path / "inv.csv", rows)
+    plan = tmp_path / "plan.json"
+    saved = fleet_renew("plan", inventory, "--save", plan, "--key-mode", "ec256")
+    assert saved.returncode == 0, saved.stderr
+    assert json.loads(plan.read_text())["options"]["keyMode"] == "ec256"
+    refused = fleet_renew("run", inventory, "--out", tmp_path / "o1", "--sandbox", "--plan", plan)
+    assert refused.returncode == 2
+    assert "keyMode was 'ec256' in the plan, now 'reuse'" in refused.stderr
+    ran = fleet_renew("run", inventory, "--out", tmp_path / "o2", "--sandbox", "--plan", plan,
+                      "--key-mode", "ec256", "--canary", "25%", "--rate", "100")
+    assert ran.returncode == 0, ran.stderr
+    assert sum(r["canary"] == "true" for r in read_report(tmp_path / "o2")) == 1

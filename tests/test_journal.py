@@ -66,6 +66,7 @@ def full_outcome(**changes: object) -> Outcome:
         request_id="3eaf8fb2",
         duration_ms=1234,
         resolution=Resolution.RECONCILED,
+        canary=True,
         note="renewed 52771 again",
     )
     return dataclasses.replace(outcome, **changes)  # type: ignore[arg-type]
