@@ -69,7 +69,7 @@ async def run(config: RunConfig) -> report.Summary:
         writer = stack.enter_context(report.ReportWriter(config.out_dir))
         progress = Progress(
             mode=config.progress,
-            total=total_rows,
+            total=None if config.shard else total_rows,  # other shards' rows are not counted
             interval=config.log_interval,
         )
         stack.callback(progress.close)
