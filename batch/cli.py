@@ -211,6 +211,14 @@ _RUN_OPTIONS = [
         help="Finished devices needed before --abort-failure-rate applies.",
     ),
     click.option(
+        "--notify-url",
+        default=None,
+        metavar="URL",
+        help="POST the summary JSON (with a Slack-compatible `text` field) here when the run "
+        "ends; a failed notification is logged and never changes the exit code. "
+        "[default: none]",
+    ),
+    click.option(
         "--grace-seconds",
         type=float,
         default=30.0,
@@ -300,6 +308,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
                 options["canary_max_failures"], what="--canary-max-failures"
             ),
             plan_file=options["plan_file"],
+            notify_url=options["notify_url"],
             shard=_shard(options),
             renew_within=options["renew_within"],
             renew_at_fraction=options["renew_at_fraction"],

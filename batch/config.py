@@ -90,6 +90,7 @@ class RunConfig:
     abort_failure_rate: float | None = None  # share of finished devices that may fail
     abort_min_sample: int = 100  # finished devices before abort_failure_rate applies
     plan_file: Path | None = None  # refuse to run when the plan saved there no longer matches
+    notify_url: str | None = None  # POST the summary here when the run ends
     renew_within: int | None = None  # maintenance mode: days before expiry
     renew_at_fraction: float | None = None  # maintenance mode: share of the lifetime lived
     durable_journal: bool = True
@@ -115,6 +116,8 @@ class RunConfig:
             raise UsageError("--abort-after-failures must be at least 1")
         if self.grace_seconds < 0 or self.timeout_s <= 0:
             raise UsageError("--grace-seconds must be >= 0 and --timeout positive")
+        if self.notify_url is not None and not self.notify_url.startswith(("https://", "http://")):
+            raise UsageError("--notify-url must be an http(s) URL")
         if self.abort_min_sample < 1:
             raise UsageError("--abort-min-sample must be at least 1")
         if self.renew_within is not None and self.renew_within < 0:

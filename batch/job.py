@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from batch import inventory, report
+from batch import html_report, inventory, metrics, notify, report
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
@@ -91,7 +91,15 @@ async def run(config: RunConfig) -> report.Summary:
                 log.error("aborted: %s", batch.aborted)
             except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
                 raise InventoryError(_first_message(group)) from None
-    return _finish(config, batch, limiter, started_wall)
+    summary = _finish(config, batch, limiter, started_wall)
+    # Charts take a second or more for a large report: keep them off the event loop.
+    await asyncio.to_thread(
+        html_report.write_html_report, config.out_dir, summary, batch.timeline.samples
+    )
+    metrics.write_metrics(config.out_dir, summary)
+    if config.notify_url:
+        await notify.notify(config.notify_url, summary)  # a failure is logged, never fatal
+    return summary
 
 
 def _first_message(group: BaseExceptionGroup[BatchError]) -> str:

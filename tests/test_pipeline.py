@@ -213,6 +213,37 @@ async def test_every_output_file_is_written(tmp_path: Path) -> None:
     for name in ("report.csv", "summary.json", "retry.csv"):
         text = (out / name).read_text()
         assert SECRET not in text and "PRIVATE KEY" not in text
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") >= 4 and "device_not_found" in page and "gone" in page
+    assert SECRET not in page and "PRIVATE KEY" not in page
+    metrics = (out / "metrics.prom").read_text()
+    assert 'fleet_renew_renewals{status="renewed"} 4.0' in metrics
+    assert "fleet_renew_exit_code 1.0" in metrics
+
+
+async def test_the_summary_is_posted_to_the_notify_url(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        result = await job(tmp_path, fleet(2), notify_url=f"http://127.0.0.1:{port}/hook")
+    finally:
+        await runner.cleanup()
+    assert len(received) == 1
+    assert received[0]["exit_code"] == result.summary.exit_code == 0
+    assert "renewed" in received[0]["text"]
 
 
 # --- every error class ---------------------------------------------------------------------------
