@@ -42,6 +42,7 @@ def main() -> int:
     print(render_summary(summary))
     problems = _check(OUT / "report.csv", summary.exit_code)
     print(f"\nreport:   {OUT / 'report.csv'} (also report.parquet, summary.json, retry.csv)")
+    print(f"page:     {OUT / 'report.html'} (open it in a browser; metrics in metrics.prom)")
     print(f"bundles:  {OUT / 'bundles'}/<orgId>/<device>/ cert.pem ca.pem fullchain.pem key.pem")
     example = next(iter(sorted((OUT / "bundles").glob("*/*/cert.pem"))), None)
     if example is not None:
