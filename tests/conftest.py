@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from batch.enos import sign, token_encryption
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
@@ -157,3 +159,17 @@ async def raw_enos(simulator: RunningSimulator) -> AsyncIterator[RawEnos]:
     """Signed raw HTTP access to the `simulator` fixture."""
     async with aiohttp.ClientSession() as session:
         yield RawEnos(session, simulator)
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    """A throwaway CA for loopback HTTPS servers (clients trust it via a CA bundle)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_tls(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A server TLS context for 127.0.0.1, signed by `tls_ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context

@@ -755,18 +755,6 @@ async def test_token_service_failures_are_typed(
 # -- TLS --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_tls(tls_ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
 async def test_https_gateway_works_with_its_ca_bundle(
     tls_ca: trustme.CA, server_tls: ssl.SSLContext, tmp_path: Path
 ) -> None:

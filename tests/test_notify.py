@@ -148,18 +148,6 @@ async def test_a_malformed_url_returns_false(url: str) -> None:
     assert await notify(url, summary()) is False
 
 
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_tls(tls_ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
 async def test_tls_is_verified_an_unknown_ca_is_refused(server_tls: ssl.SSLContext) -> None:
     receiver = Receiver()
     async with serve(receiver.answering(200), tls=server_tls) as base:
