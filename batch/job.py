@@ -24,6 +24,7 @@ from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import AbortedError, BatchError, InventoryError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
+from batch.model import Device, InvalidRow
 from batch.pipeline import Batch
 from batch.planfile import check_plan, config_plan_options
 from batch.progress import Progress
@@ -38,51 +39,11 @@ JOURNAL_NAME = "journal.sqlite"
 
 async def run(config: RunConfig) -> report.Summary:
     """Run the whole job; returns the summary (also written to summary.json)."""
-    started_wall = datetime.now(UTC)
-    # Opening the inventory checks the file and its header: a bad file stops the run (exit 2)
-    # before anything starts, the sandbox simulator included.
-    rows = inventory.read_inventory(
-        config.inventory, fmt=config.inventory_format, default_org=config.org_id
-    )
-    fingerprint = inventory.inventory_fingerprint(config.inventory)
-    if config.plan_file is not None:
-        check_plan(
-            config.plan_file, inventory_sha256=fingerprint, options=config_plan_options(config)
-        )
-    total_rows = inventory.count_rows(config.inventory, fmt=config.inventory_format)
-    canary = _canary_rule(config, total_rows)
+    started = datetime.now(UTC)
+    rows, fingerprint, total_rows = _open_inventory(config)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    batch: Batch | None = None
-    limiter: RateLimiter | None = None
     async with contextlib.AsyncExitStack() as stack:
-        api_url, credentials = await _endpoint(config, stack)
-        journal = None
-        renewer = None
-        if not config.dry_run:
-            journal = await Journal.open(
-                config.out_dir / JOURNAL_NAME, durable=config.durable_journal
-            )
-            stack.push_async_callback(journal.close)
-            _explain_inventory_change(journal, fingerprint)
-            limiter = RateLimiter(config.rate)
-            renewer = await _renewer(config, stack, journal, limiter, api_url, credentials)
-        writer = stack.enter_context(report.ReportWriter(config.out_dir))
-        progress = Progress(
-            mode=config.progress,
-            total=None if config.shard else total_rows,  # other shards' rows are not counted
-            interval=config.log_interval,
-        )
-        stack.callback(progress.close)
-        batch = Batch(
-            config,
-            renewer=renewer,
-            journal=journal,
-            writer=writer,
-            progress=progress,
-            canary=canary,
-        )
-        if journal is not None:
-            await journal.set_meta("inventory_sha256", fingerprint)
+        batch = await _set_up(config, stack, fingerprint, total_rows)
         with _signals(batch):
             try:
                 await batch.run(rows)
@@ -91,7 +52,60 @@ async def run(config: RunConfig) -> report.Summary:
                 log.error("aborted: %s", batch.aborted)
             except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
                 raise InventoryError(_first_message(group)) from None
-    summary = _finish(config, batch, limiter, started_wall)
+    summary = _finish(config, batch, started)
+    await _publish(config, summary, batch)
+    return summary
+
+
+def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
+    """The inventory's rows, SHA-256 and row count, after every check that can refuse the run.
+
+    Opening the inventory checks the file and its header, and a saved plan is checked against
+    it: a bad file or a changed plan stops the run (exit 2) before anything starts, the sandbox
+    simulator included.
+    """
+    rows = inventory.read_inventory(
+        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+    )
+    fingerprint = inventory.inventory_fingerprint(config.inventory)
+    if config.plan_file is not None:
+        options = config_plan_options(config)
+        check_plan(config.plan_file, inventory_sha256=fingerprint, options=options)
+    return rows, fingerprint, inventory.count_rows(config.inventory, fmt=config.inventory_format)
+
+
+async def _set_up(
+    config: RunConfig, stack: contextlib.AsyncExitStack, fingerprint: str, total_rows: int
+) -> Batch:
+    """Endpoint, journal, client, report writer and progress, closed by `stack`."""
+    api_url, credentials = await _endpoint(config, stack)
+    journal = None
+    renewer = None
+    if not config.dry_run:
+        journal = await Journal.open(config.out_dir / JOURNAL_NAME, durable=config.durable_journal)
+        stack.push_async_callback(journal.close)
+        _explain_inventory_change(journal, fingerprint)
+        await journal.set_meta("inventory_sha256", fingerprint)
+        renewer = await _renewer(config, stack, journal, api_url, credentials)
+    writer = stack.enter_context(report.ReportWriter(config.out_dir))
+    progress = Progress(
+        mode=config.progress,
+        total=None if config.shard else total_rows,  # other shards' rows are not counted
+        interval=config.log_interval,
+    )
+    stack.callback(progress.close)
+    return Batch(
+        config,
+        renewer=renewer,
+        journal=journal,
+        writer=writer,
+        progress=progress,
+        canary=_canary_rule(config, total_rows),
+    )
+
+
+async def _publish(config: RunConfig, summary: report.Summary, batch: Batch) -> None:
+    """report.html, metrics.prom and the notification, once the summary is written."""
     # Charts take a second or more for a large report: keep them off the event loop.
     await asyncio.to_thread(
         html_report.write_html_report, config.out_dir, summary, batch.timeline.samples
@@ -99,7 +113,6 @@ async def run(config: RunConfig) -> report.Summary:
     metrics.write_metrics(config.out_dir, summary)
     if config.notify_url:
         await notify.notify(config.notify_url, summary)  # a failure is logged, never fatal
-    return summary
 
 
 def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
@@ -136,7 +149,6 @@ async def _renewer(
     config: RunConfig,
     stack: contextlib.AsyncExitStack,
     journal: Journal,
-    limiter: RateLimiter,
     api_url: str,
     credentials: Credentials,
 ) -> Renewer:
@@ -156,7 +168,7 @@ async def _renewer(
     key_pool = stack.enter_context(ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
     return Renewer(
         client=client,
-        limiter=limiter,
+        limiter=RateLimiter(config.rate),
         journal=journal,
         out_dir=config.out_dir,
         key_mode=config.key_mode,
@@ -207,14 +219,10 @@ def _signals(batch: Batch) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def _finish(
-    config: RunConfig,
-    batch: Batch | None,
-    limiter: RateLimiter | None,
-    started_wall: datetime,
-) -> report.Summary:
-    assert batch is not None
+def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summary:
+    """Parquet copy, retry list and summary.json, however the run ended."""
     tally = batch.tally
+    limiter = batch.renewer.limiter if batch.renewer is not None else None
     report.finish_reports(config.out_dir)
     report.write_retry_csv(config.out_dir, tally.retry)
     if batch.stop_signal is not None:
@@ -227,7 +235,7 @@ def _finish(
         counts_by_class=dict(tally.by_class),
         devices=sum(tally.by_status.values()),
         requests=limiter.acquired if limiter else 0,
-        started=started_wall,
+        started=started,
         finished=datetime.now(UTC),
         configured_rate=config.rate,
         exit_code=exit_code,
