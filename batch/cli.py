@@ -270,7 +270,7 @@ def run(**options: Any) -> None:
 
     summary = asyncio.run(run_pipeline(config))
     click.echo(render_summary(summary), err=True)
-    click.echo(f"report:  {config.out_dir / 'report.csv'}", err=True)
+    click.echo(f"report:  {config.out_dir / 'report.csv'} (and report.html)", err=True)
     click.echo(f"bundles: {config.out_dir / 'bundles'}", err=True)
     sys.exit(summary.exit_code)
 
