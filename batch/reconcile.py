@@ -38,8 +38,12 @@ class CaCache:
     """Issuing CA certificates seen in this campaign, by subject: List does not return the CA."""
 
     by_subject: dict[str, str] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
 
     def remember(self, ca_pem: str) -> None:
+        if ca_pem in self._seen:  # every answer carries the CA: parse each one once
+            return
+        self._seen.add(ca_pem)
         try:
             ca = x509.load_pem_x509_certificate(ca_pem.encode())
         except ValueError:

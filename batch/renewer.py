@@ -10,6 +10,7 @@ journaled, then written as a bundle. Only batch-level trouble (authentication re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -163,12 +164,15 @@ class Renewer:
         issued = found.issued
         self.ca_cache.remember(issued.ca_pem)
         now = found.signed_at or datetime.now(UTC)
-        verified = verify_issued(
+        check = functools.partial(
+            verify_issued,
             issued,
             expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
             requested_days=self._requested_days(a.device),
             now=now,
         )
+        # Signature checks release the GIL: in the pool they overlap with the event loop.
+        verified = await asyncio.get_running_loop().run_in_executor(self.key_pool, check)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
         await self.journal.record_renewed(
             a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem

@@ -13,6 +13,7 @@ Pure: the caller passes the time. Every check that fails adds one readable line 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,15 +101,16 @@ def _issuing_ca(
 ) -> x509.Certificate | None:
     """The returned CA certificate that signed `cert`, or None with the reason in problems."""
     try:
-        cas = _load_certificates(ca_pem, "CA certificate")
+        cas = _parsed_cas(ca_pem)
     except ValueError as exc:
         problems.append(str(exc))
         return None
-    named = [ca for ca in cas if ca.subject == cert.issuer]
+    issuer = cert.issuer.public_bytes()
+    named = [ca for subject, ca, _ in cas if subject == issuer]
     if not named:
         problems.append(
             f"certificate issuer {cert.issuer.rfc4514_string()!r} is not the returned CA"
-            f" {cas[0].subject.rfc4514_string()!r}"
+            f" {cas[0][1].subject.rfc4514_string()!r}"
         )
         return None
     ca = named[0]
@@ -116,9 +118,19 @@ def _issuing_ca(
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError):
         problems.append("certificate signature does not verify with the returned CA's key")
-    if not _is_ca(ca):
+    if not next(is_ca for _, c, is_ca in cas if c is ca):
         problems.append("the returned CA certificate lacks BasicConstraints CA:TRUE")
     return ca
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_cas(ca_pem: str) -> tuple[tuple[bytes, x509.Certificate, bool], ...]:
+    """(subject DER, certificate, is a CA) of each CA in the PEM: every answer repeats the same
+    CA, so it is parsed once, not once per device."""
+    return tuple(
+        (ca.subject.public_bytes(), ca, _is_ca(ca))
+        for ca in _load_certificates(ca_pem, "CA certificate")
+    )
 
 
 def _is_ca(ca: x509.Certificate) -> bool:
