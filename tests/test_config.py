@@ -1,0 +1,67 @@
+"""RunConfig refuses bad settings on construction, with the option named; secrets stay hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batch.config import (
+    Credentials,
+    RunConfig,
+    Shard,
+    credentials_from_env,
+    pkcs12_passphrase_from_env,
+)
+from batch.errors import UsageError
+
+
+def _config(**kw: object) -> RunConfig:
+    base: dict[str, object] = {"inventory": Path("i.csv"), "out_dir": Path("o"), "sandbox": True}
+    base.update(kw)
+    return RunConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"rate": 0}, "--rate"),
+        ({"concurrency": 0}, "--concurrency"),
+        ({"max_attempts": 0}, "--max-attempts"),
+        ({"valid_days": 0}, "--valid-days"),
+        ({"abort_after_failures": 0}, "--abort-after-failures"),
+        ({"renew_at_fraction": 1.5}, "--renew-at-fraction"),
+        ({"notify_url": "ftp://x"}, "--notify-url"),
+        ({"ca_bundle": Path("/nonexistent.pem")}, "--ca-bundle"),
+        ({"sandbox": False}, "ENOS_API_URL"),
+        ({"sandbox": False, "api_url": "https://x"}, "ENOS_APP_KEY"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_option(changes: dict[str, object], named: str) -> None:
+    with pytest.raises(UsageError, match=named):
+        _config(**changes)
+
+
+def test_credentials_only_from_the_environment_and_never_in_a_repr() -> None:
+    assert credentials_from_env({}) is None
+    assert credentials_from_env({"ENOS_APP_KEY": "k"}) is None
+    creds = credentials_from_env({"ENOS_APP_KEY": "k", "ENOS_APP_SECRET": "hush"})
+    assert creds == Credentials(app_key="k", app_secret="hush")
+    assert "hush" not in repr(creds)
+    config = _config(credentials=creds, pkcs12_passphrase=b"p12-secret")
+    assert "hush" not in repr(config) and "p12-secret" not in repr(config)
+    with pytest.raises(UsageError, match="FLEET_RENEW_P12_PASSPHRASE"):
+        pkcs12_passphrase_from_env({})
+
+
+def test_shard_parsing() -> None:
+    assert Shard.parse("1/4") == Shard(index=1, count=4)
+    for bad in ("4/4", "x/2", "1", "-1/3"):
+        with pytest.raises(UsageError, match="--shard"):
+            Shard.parse(bad)
+
+
+def test_due_rule_only_in_maintenance_mode() -> None:
+    assert _config().due_rule is None
+    rule = _config(renew_within=30).due_rule
+    assert rule is not None and rule.within_days == 30
