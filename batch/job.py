@@ -223,6 +223,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
     """Parquet copy, retry list and summary.json, however the run ended."""
     tally = batch.tally
     limiter = batch.renewer.limiter if batch.renewer is not None else None
+    os.sync()  # bundles are written without fsync each (the journal is the durable record)
     report.finish_reports(config.out_dir)
     report.write_retry_csv(config.out_dir, tally.retry)
     if batch.stop_signal is not None:

@@ -259,7 +259,12 @@ class Batch:
         assert self.journal is not None
         entry = self.journal.get(device.key)
         bundle = entry.bundle_path if entry is not None else None
-        if entry is not None and entry.cert_pem and bundle and not self._has_bundle(bundle):
+        if (
+            entry is not None
+            and entry.cert_pem
+            and bundle
+            and not self._has_bundle(bundle, entry.cert_pem)
+        ):
             await queue.put(Run(device, State.BUNDLED))  # the renewer rewrites it from the journal
             return
         earlier = entry.outcome if entry is not None else None
@@ -269,8 +274,14 @@ class Batch:
         self.tally.by_status[Status.SKIPPED] += 1
         self.tally.campaign[earlier.status if earlier else Status.SKIPPED] += 1
 
-    def _has_bundle(self, bundle_path: str) -> bool:
-        return (self.config.out_dir / bundle_path / "cert.pem").exists()
+    def _has_bundle(self, bundle_path: str, cert_pem: str) -> bool:
+        """Whether the bundle holds the journal's certificate (bundles are not fsynced: a power
+        cut may leave a file empty)."""
+        try:
+            written = (self.config.out_dir / bundle_path / "cert.pem").read_text()
+        except (OSError, UnicodeDecodeError):
+            return False
+        return written.strip() == cert_pem.strip()
 
     def _check_breaker(self, outcome: Outcome) -> None:
         """Stop the run (exit 3) instead of burning through the fleet with the same failure."""

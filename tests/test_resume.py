@@ -36,6 +36,18 @@ async def test_a_deleted_bundle_is_rewritten_from_the_journal(tmp_path: Path) ->
     assert all(second.renewals(f"pkA/dev-{i:04d}") == 1 for i in range(3))
 
 
+async def test_an_emptied_bundle_file_is_rewritten_too(tmp_path: Path) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out")
+        damaged = tmp_path / "out" / first.rows[0]["bundlePath"] / "cert.pem"
+        original = damaged.read_bytes()
+        damaged.write_bytes(b"")  # what a power cut can leave of a file never fsynced
+        await run_job(sim, inventory, tmp_path / "out")
+    assert damaged.read_bytes() == original
+
+
 async def test_a_changed_inventory_runs_new_rows_and_names_vanished_ones(tmp_path: Path) -> None:
     rows = fleet(5)
     async with simulator(rows, tmp_path) as sim:

@@ -66,6 +66,8 @@ def says_token_expired(status: int, body: bytes) -> bool:
     """True for HTTP 401 (or an envelope) carrying 1203 "access token has expired"."""
     if status not in (200, 401):
         return False
+    if status == 200 and str(TOKEN_EXPIRED).encode() not in body:
+        return False  # the usual success: spare a second JSON decode of every answer
     detail = json_object(body)
     return TOKEN_EXPIRED in (detail.get("status"), detail.get("stauts"), detail.get("code"))
 
