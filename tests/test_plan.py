@@ -100,3 +100,12 @@ def test_resumed_outcome_keeps_the_earlier_result() -> None:
     assert row.new_cert_sn == "999" and row.attempts == 2
     assert row.note == "renewed in an earlier run"
     assert row.device_key == "d4"
+
+
+def test_deduper_remembers_many_devices_compactly() -> None:
+    deduper = Deduper(capacity=8)  # grows as it fills
+    keys = [f"o/pk/d{i}" for i in range(20_000)]
+    assert all(deduper.first_time(k) for k in keys)
+    assert not any(deduper.first_time(k) for k in keys[::97])
+    assert all(deduper.seen(k) for k in keys[::13])
+    assert not deduper.seen("o/pk/never")
