@@ -16,8 +16,6 @@ distinct validity pairs), so a 1M-row report stays within memory.
 from __future__ import annotations
 
 import html
-import io
-import itertools
 import json
 import re
 from collections import Counter
@@ -25,25 +23,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batch import charts
 from batch.bundles import atomic_output
 from batch.model import ErrorClass, Status
 from batch.report import REPORT_PARQUET, Summary
-from batch.timeline import Sample
-
-if TYPE_CHECKING:
-    from matplotlib.axis import Axis
-    from matplotlib.figure import Figure
+from batch.timeline import Sample, timeline_rates
 
 REPORT_HTML = "report.html"
 TABLE_ROWS = 1000  # failed / clamped devices listed in full; the rest are counted
-VALIDITY_PAIRS = 12  # distinct (requested, granted) bars before the rest are lumped together
 
 # What the exit code tells the operator (batch.errors and batch.job define them).
 EXIT_MEANINGS: dict[int, str] = {
@@ -244,13 +237,13 @@ def _outcomes_section(summary: Summary) -> str:
     parts = [
         "<h2>Outcomes</h2>",
         "<h3>By status</h3>",
-        _figure(_bars(statuses, "devices"), "status"),
+        charts.inline_svg(charts.bars(statuses, "devices"), "status"),
     ]
     parts.append(_table(("status", "devices"), [(n, f"{c:,}") for n, c, _ in statuses]))
     parts.append("<h3>By error class</h3>")
     if classes:
         bars = [(_class_name(c), n, "#c62828") for c, n in classes]
-        parts.append(_figure(_bars(bars, "rows"), "class"))
+        parts.append(charts.inline_svg(charts.bars(bars, "rows"), "class"))
         parts.append(_table(("error class", "rows"), [(b[0], f"{b[1]:,}") for b in bars]))
     else:
         parts.append("<p class=note>No errors.</p>")
@@ -272,29 +265,7 @@ def _timeline_section(timeline: Sequence[Sample]) -> str:
         f"<p>Finished rows per second (peak {peak:,.1f}) and HTTP 429 answers per second"
         f" ({throttled:,} in all), per sampling interval.</p>"
     )
-    return head + note + _figure(_timeline_chart(intervals), "timeline")
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """The rates between two consecutive timeline samples."""
-
-    start: float  # seconds since the run started
-    end: float
-    finished_per_s: float
-    throttled_per_s: float
-
-
-def timeline_rates(timeline: Sequence[Sample]) -> list[Interval]:
-    """Finished rows/s and 429s/s between consecutive samples (the samples hold totals)."""
-    intervals = []
-    for before, after in itertools.pairwise(timeline):
-        span = after.at - before.at
-        if span > 0:  # a zero-length interval (the closing sample) has no rate
-            finished = (after.finished - before.finished) / span
-            throttled = (after.throttled - before.throttled) / span
-            intervals.append(Interval(before.at, after.at, finished, throttled))
-    return intervals
+    return head + note + charts.inline_svg(charts.timeline_chart(intervals), "timeline")
 
 
 def _latency_section(durations: np.ndarray) -> str:
@@ -309,7 +280,11 @@ def _latency_section(durations: np.ndarray) -> str:
         ("p99", f"{p99:,.0f} ms"),
         ("max", f"{durations.max():,} ms"),
     ]
-    return head + _figure(_histogram(durations), "latency") + _table(("", ""), facts, header=False)
+    return (
+        head
+        + charts.inline_svg(charts.histogram(durations), "latency")
+        + _table(("", ""), facts, header=False)
+    )
 
 
 def _validity_section(rows: ReportRows) -> str:
@@ -318,7 +293,7 @@ def _validity_section(rows: ReportRows) -> str:
         return head + "<p class=note>No renewed device with a requested validity.</p>"
     pairs = sorted(rows.validity.items(), key=lambda kv: (-kv[1], kv[0]))
     table = [(f"{r:,}", f"{g:,}", "yes" if c else "no", f"{n:,}") for (r, g, c), n in pairs]
-    parts = [head, _figure(_validity_chart(pairs), "validity")]
+    parts = [head, charts.inline_svg(charts.validity_chart(pairs), "validity")]
     parts.append(_table(("requested days", "granted days", "clamped", "devices"), table))
     if rows.clamped_total:
         parts.append(
@@ -375,101 +350,3 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, header: 
 
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-# --- charts: matplotlib figures to inline SVG ----------------------------------------------------
-
-
-def _new_figure(height: float) -> Figure:
-    # Imported here, not at the top: matplotlib costs ~1 s to import, and every CLI start
-    # (plan, merge, --help) imports this module through the job.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(7.5, height), layout="constrained")
-
-
-def _whole_numbers(axis: Axis) -> None:
-    """Ticks at whole numbers, written "1,000,000" (not "1.0" and a "1e6" offset)."""
-    from matplotlib.ticker import MaxNLocator
-
-    axis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_major_formatter("{x:,.0f}")
-
-
-def _bars(bars: Sequence[tuple[str, int, str]], unit: str) -> Figure:
-    fig = _new_figure(0.45 + 0.3 * len(bars))
-    ax = fig.subplots()
-    labels = [b[0] for b in bars][::-1]
-    counts = [b[1] for b in bars][::-1]
-    drawn = ax.barh(labels, counts, color=[b[2] for b in bars][::-1])
-    ax.bar_label(drawn, labels=[f"{c:,}" for c in counts], padding=3)
-    ax.set_xlabel(unit)
-    ax.set_xlim(0, max(max(counts), 1) * 1.15)
-    _whole_numbers(ax.xaxis)
-    return fig
-
-
-def _timeline_chart(intervals: Sequence[Interval]) -> Figure:
-    fig = _new_figure(4.0)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    # Intervals are contiguous (zero-length ones are dropped), so their edges chain up.
-    edges = [intervals[0].start, *(i.end for i in intervals)]
-    top.stairs([i.finished_per_s for i in intervals], edges, fill=True, color="#1565c0")
-    top.set_ylabel("finished rows/s")
-    throttled = [i.throttled_per_s for i in intervals]
-    bottom.stairs(throttled, edges, fill=True, color="#c62828")
-    bottom.set_ylabel("HTTP 429/s")
-    bottom.set_ylim(bottom=0, top=max(max(throttled), 1.0) * 1.1)
-    bottom.set_xlabel("seconds since start")
-    _whole_numbers(bottom.xaxis)
-    return fig
-
-
-def _histogram(durations: np.ndarray) -> Figure:
-    fig = _new_figure(2.8)
-    ax = fig.subplots()
-    low, high = max(int(durations.min()), 1), max(int(durations.max()), 2)
-    if high / low > 50:  # a long tail: log-spaced bins keep the body of the distribution visible
-        ax.hist(
-            np.maximum(durations, 1), bins=np.geomspace(low, high, 40).tolist(), color="#1565c0"
-        )
-        ax.set_xscale("log")
-    else:
-        ax.hist(durations, bins=30, color="#1565c0")
-    ax.set_xlabel("duration per device (ms)")
-    ax.set_ylabel("devices")
-    _whole_numbers(ax.yaxis)
-    return fig
-
-
-def _validity_chart(pairs: Sequence[tuple[tuple[int, int, bool], int]]) -> Figure:
-    shown = list(pairs[:VALIDITY_PAIRS])
-    bars = [(f"{r:,} → {g:,} d", n, "#ef6c00" if c else "#2e7d32") for (r, g, c), n in shown]
-    rest = sum(n for _, n in pairs[VALIDITY_PAIRS:])
-    if rest:
-        bars.append(("other", rest, "#78909c"))
-    fig = _bars(bars, "renewed devices (requested → granted days; orange: clamped)")
-    return fig
-
-
-def _figure(fig: Figure, name: str) -> str:
-    """The figure as an inline `<svg>`: no prolog, no metadata, ids prefixed with `name`.
-
-    Several charts share one document, so every id (and every reference to one) gets the
-    chart's name: glyph and clip-path definitions of one chart never resolve into another.
-    """
-    import matplotlib
-
-    buffer = io.StringIO()
-    # Text as paths (no font needed to view); a fixed salt makes the output reproducible.
-    with matplotlib.rc_context(
-        {"svg.fonttype": "path", "svg.hashsalt": "fleet-renew", "font.size": 9}
-    ):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    text = text[text.index("<svg") :]
-    text = re.sub(r"<metadata>.*?</metadata>|<!--.*?-->", "", text, flags=re.S)
-    text = re.sub(r'\bid="', f'id="{name}-', text)
-    text = re.sub(r'href="#', f'href="#{name}-', text)
-    text = re.sub(r"url\(#", f"url(#{name}-", text)
-    return f"<figure>{text}</figure>"

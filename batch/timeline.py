@@ -7,7 +7,8 @@ campaign at 250 requests/s is ~400 samples.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -43,3 +44,25 @@ class Timeline:
         while True:
             self.take()
             await asyncio.sleep(self.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """The rates between two consecutive timeline samples."""
+
+    start: float  # seconds since the run started
+    end: float
+    finished_per_s: float
+    throttled_per_s: float
+
+
+def timeline_rates(timeline: Sequence[Sample]) -> list[Interval]:
+    """Finished rows/s and 429s/s between consecutive samples (the samples hold totals)."""
+    intervals = []
+    for before, after in itertools.pairwise(timeline):
+        span = after.at - before.at
+        if span > 0:  # a zero-length interval (the closing sample) has no rate
+            finished = (after.finished - before.finished) / span
+            throttled = (after.throttled - before.throttled) / span
+            intervals.append(Interval(before.at, after.at, finished, throttled))
+    return intervals

@@ -22,12 +22,11 @@ from batch.html_report import (
     TABLE_ROWS,
     ReportRows,
     render_page,
-    timeline_rates,
     write_html_report,
 )
 from batch.model import ErrorClass, Outcome, Status
 from batch.report import ReportWriter, Summary, finish_reports
-from batch.timeline import Sample
+from batch.timeline import Sample, timeline_rates
 from tests.test_pipeline import ORG, Result, fleet, job
 
 CHROMIUM = Path("/usr/bin/chromium")
