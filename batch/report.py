@@ -95,7 +95,7 @@ REPORT_SCHEMA = pa.schema([(c, _TYPED_COLUMNS.get(c, pa.string())) for c in REPO
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")  # "'" keeps the rule reversible
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?", re.ASCII)
-_CSV_BLOCK = 4 << 20  # bytes of CSV per Parquet batch: bounded memory, few row groups
+_CSV_BLOCK = 1 << 20  # bytes of CSV per Parquet batch (one reader thread): bounded memory
 
 
 def neutralise(text: str) -> str:
@@ -210,7 +210,7 @@ def finish_reports(out_dir: str | os.PathLike[str], *, block_size: int = _CSV_BL
     target = Path(out_dir) / REPORT_PARQUET
     reader = pa_csv.open_csv(
         source,
-        read_options=pa_csv.ReadOptions(block_size=block_size),
+        read_options=pa_csv.ReadOptions(block_size=block_size, use_threads=False),
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=pa_csv.ConvertOptions(
             column_types=dict(zip(REPORT_SCHEMA.names, REPORT_SCHEMA.types, strict=True)),
