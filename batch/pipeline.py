@@ -185,7 +185,7 @@ class Batch:
             if verdict is None:
                 lookups.append(run.device)
             else:
-                self._settle(verdict, due)
+                self._settle(verdict, run.device, due)
         log.info("maintenance: %d certificates to look up with List Certificate", len(lookups))
         pending = iter(lookups)
         async with asyncio.TaskGroup() as tg:
@@ -208,13 +208,13 @@ class Batch:
             verdict = (
                 found if isinstance(found, Outcome) else verdict_from_list(device, found, rule, now)
             )
-            self._settle(verdict, due)
+            self._settle(verdict, device, due)
 
-    def _settle(self, verdict: Due | Outcome, due: list[Due]) -> None:
+    def _settle(self, verdict: Due | Outcome, device: Device, due: list[Due]) -> None:
         if isinstance(verdict, Due):
             due.append(verdict)
         else:
-            self._emit(verdict, _device_of(verdict))
+            self._emit(verdict, device)
 
     async def _work(self, queue: asyncio.Queue[Run | None]) -> None:
         assert self.renewer is not None
@@ -314,20 +314,6 @@ class Batch:
         """Devices the journal knows from earlier runs that this inventory no longer lists."""
         shard = self.config.shard
         return [k for k in self._index if in_shard(k, shard) and not self.deduper.seen(k)]
-
-
-def _device_of(outcome: Outcome) -> Device | None:
-    """Enough of a Device to put a failed lookup in retry.csv."""
-    if outcome.org_id is None or not isinstance(outcome.old_cert_sn, int):
-        return None
-    return Device(
-        row=outcome.row,
-        org_id=outcome.org_id,
-        cert_sn=outcome.old_cert_sn,
-        asset_id=outcome.asset_id,
-        product_key=outcome.product_key,
-        device_key=outcome.device_key,
-    )
 
 
 async def _chunks(

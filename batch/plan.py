@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from batch.config import Shard
 from batch.journal import State
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status
+from batch.report import invalid_outcome
 
 
 def stable_hash(text: str) -> int:
@@ -120,21 +121,6 @@ def decide(
     if state is State.BUNDLED or (state is State.FAILED and not retry_failed):
         return Resume(item)
     return Run(item, state)
-
-
-def invalid_outcome(item: InvalidRow) -> Outcome:
-    values = item.values
-    return Outcome(
-        row=item.row,
-        status=Status.INVALID,
-        org_id=values.get("orgId") or None,
-        asset_id=values.get("assetId") or None,
-        product_key=values.get("productKey") or None,
-        device_key=values.get("deviceKey") or None,
-        old_cert_sn=values.get("certSn") or None,
-        error_class=item.error_class,
-        error_message=item.reason,
-    )
 
 
 def duplicate_outcome(device: Device) -> Outcome:

@@ -137,11 +137,11 @@ def invalid_outcome(invalid: InvalidRow) -> Outcome:
     return Outcome(
         row=invalid.row,
         status=Status.INVALID,
-        org_id=values.get("orgId"),
-        asset_id=values.get("assetId"),
-        product_key=values.get("productKey"),
-        device_key=values.get("deviceKey"),
-        old_cert_sn=values.get("certSn"),
+        org_id=values.get("orgId") or None,
+        asset_id=values.get("assetId") or None,
+        product_key=values.get("productKey") or None,
+        device_key=values.get("deviceKey") or None,
+        old_cert_sn=values.get("certSn") or None,
         error_class=invalid.error_class,
         error_message=invalid.reason,
     )

@@ -28,7 +28,7 @@ from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import InventoryError
 from batch.job import run
 from batch.journal import Journal
-from batch.model import Device, KeyMode
+from batch.model import Device, Issued, KeyMode
 from batch.report import REPORT_COLUMNS, Summary
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
 
@@ -111,6 +111,30 @@ async def job(
     inventory = write_inventory(tmp_path / "inventory.csv", inventory_rows or rows)
     async with simulator(rows, tmp_path, **(sim_kw or {})) as sim:
         return await run_job(sim, inventory, tmp_path / "out", **options)
+
+
+async def lose_a_renewal(
+    sim: RunningSimulator, out: Path, device: Device
+) -> tuple[keys.KeyMaterial, Issued]:
+    """What a crash right after a renew request left behind: the journal holds the intent (with
+    a new EC key) and EnOS renewed, but no answer was ever recorded."""
+    material = keys.generate(KeyMode.EC256, keys.subject_for(device))
+    async with await Journal.open(out / "journal.sqlite") as journal:
+        await journal.record_intent(
+            device.key,
+            row=device.row,
+            cert_sn=device.cert_sn,
+            key_pem=material.key_pem,
+            csr_pem=material.csr_pem,
+            key_type=material.key_type,
+            at=datetime.now(UTC),
+        )
+    config = ClientConfig(base_url=str(sim.url), app_key=KEY, app_secret=SECRET)
+    async with EnosClient(config) as client:
+        issued = await client.renew_certificate(
+            device, cert_sn=device.cert_sn, csr=material.csr_pem, issue_authority="ECC"
+        )
+    return material, issued
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -382,24 +406,9 @@ async def test_rerun_recovers_an_in_flight_renewal_with_the_ca_of_an_earlier_run
     first_inventory = write_inventory(tmp_path / "first.csv", rows[:1])
     inventory = write_inventory(tmp_path / "inv.csv", rows)
     device = Device(row=3, org_id=ORG, cert_sn=1001, product_key="pkA", device_key="dev-0001")
-    material = keys.generate(KeyMode.EC256, keys.subject_for(device))
     async with simulator(rows, tmp_path, list_includes_pem=True) as sim:
         await run_job(sim, first_inventory, out, key_mode=KeyMode.EC256)
-        async with await Journal.open(out / "journal.sqlite") as journal:
-            await journal.record_intent(
-                device.key,
-                row=device.row,
-                cert_sn=device.cert_sn,
-                key_pem=material.key_pem,
-                csr_pem=material.csr_pem,
-                key_type=material.key_type,
-                at=datetime.now(UTC),
-            )
-        config = ClientConfig(base_url=str(sim.url), app_key=KEY, app_secret=SECRET)
-        async with EnosClient(config) as client:  # the renewal whose answer the crash lost
-            lost = await client.renew_certificate(
-                device, cert_sn=device.cert_sn, csr=material.csr_pem, issue_authority="ECC"
-            )
+        material, lost = await lose_a_renewal(sim, out, device)
         result = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
     row = result.by_device()["dev-0001"]
     assert (row["status"], row["resolution"], row["note"]) == ("renewed", "reconciled", "")

@@ -105,37 +105,16 @@ async def test_an_in_flight_renewal_of_a_first_run_is_recovered_once_a_ca_is_see
     The renewal did take effect. The rerun must recover it from List (PEM) once the other
     devices' answers show the CA, instead of renewing it a second time.
     """
-    from datetime import UTC, datetime
-
-    from batch import keys
-    from batch.enos.client import ClientConfig, EnosClient
-    from batch.journal import Journal
     from batch.model import Device
-    from tests.test_pipeline import KEY, SECRET
+    from tests.test_pipeline import lose_a_renewal
 
     rows = fleet(6)
     inventory = write_inventory(tmp_path / "inv.csv", rows)
     out = tmp_path / "out"
     out.mkdir()
     lost = Device(row=2, org_id=ORG, product_key="pkA", device_key="dev-0000", cert_sn=1000)
-    material = keys.generate(KeyMode.EC256, keys.subject_for(lost))
     async with simulator(rows, tmp_path, list_includes_pem=True) as sim:
-        journal = await Journal.open(out / "journal.sqlite")
-        await journal.record_intent(
-            lost.key,
-            row=lost.row,
-            cert_sn=lost.cert_sn,
-            key_pem=material.key_pem,
-            csr_pem=material.csr_pem,
-            key_type=material.key_type,
-            at=datetime.now(UTC),
-        )
-        await journal.close()
-        config = ClientConfig(base_url=sim.url, app_key=KEY, app_secret=SECRET)
-        async with EnosClient(config) as client:  # the request whose answer was lost
-            await client.renew_certificate(
-                lost, cert_sn=1000, csr=material.csr_pem, issue_authority="ECC"
-            )
+        await lose_a_renewal(sim, out, lost)
         result = await run_job(sim, inventory, out, key_mode=KeyMode.EC256, concurrency=2)
     row = result.by_device()["dev-0000"]
     assert (row["status"], row["resolution"]) == ("renewed", "reconciled")
