@@ -11,8 +11,9 @@ Every file is written to a temporary file in the same folder and renamed over th
 crash of the process leaves either the old or the new file, never half of one. Bundle files are
 not fsynced one by one (that cost ~1.5 ms of CPU per device, the largest share of a renewal):
 the journal, which is fsynced before it acknowledges, holds every issued certificate and key,
-a rerun rewrites any bundle whose cert.pem is missing or differs from the journal's, and the run
-ends with one sync of everything it wrote. Secret files are created 0600 from the start.
+a rerun rewrites any bundle whose cert.pem is missing or differs from the journal's (cert.pem is
+written last, so the check covers the whole bundle), and the run ends with one sync of everything
+it wrote. Secret files are created 0600 from the start.
 
 Device identifiers come from an inventory, so they are untrusted: `safe()` turns one into a
 single, harmless path component, and tags every rewritten name with a hash of the original so
@@ -23,6 +24,7 @@ Blocking I/O by design: the pipeline calls `write_bundle` in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -112,24 +114,85 @@ def write_bundle(
     key.pem is written only when `key_pem` is given; an existing key.pem is never deleted (it
     may be the very key a reused-key renewal certifies). A bundle.p12 left from an earlier
     write is removed when no passphrase is given now, so it never holds a superseded cert.
+    cert.pem is written last: a rerun compares it with the journal, so a cert.pem that holds
+    the journal's certificate means every other file of the bundle was written before it.
     """
     if pkcs12_passphrase is not None and key_pem is None:
         raise ValueError("a PKCS#12 bundle needs the private key")
     folder = bundle_dir(out_dir, device)
-    folder.mkdir(parents=True, exist_ok=True)
-    chain = _with_newline(cert_pem) + _with_newline(ca_pem)
-    if key_pem is not None:
-        _write_file(folder / "key.pem", key_pem, mode=SECRET_MODE)
-    _write_file(folder / "ca.pem", _with_newline(ca_pem).encode(), mode=PUBLIC_MODE)
-    _write_file(folder / "cert.pem", _with_newline(cert_pem).encode(), mode=PUBLIC_MODE)
-    _write_file(folder / "fullchain.pem", chain.encode(), mode=PUBLIC_MODE)
-    p12 = folder / "bundle.p12"
-    if pkcs12_passphrase is not None and key_pem is not None:
-        data = _pkcs12(device.identity, cert_pem, ca_pem, key_pem, pkcs12_passphrase)
-        _write_file(p12, data, mode=SECRET_MODE)
-    else:
-        p12.unlink(missing_ok=True)
+    fresh = _make_folder(folder)
+    cert = _with_newline(cert_pem).encode()
+    ca = _with_newline(ca_pem).encode()
+    with _Folder(folder) as files:
+        if key_pem is not None:
+            files.write("key.pem", key_pem, mode=SECRET_MODE)
+        files.write("ca.pem", ca, mode=PUBLIC_MODE)
+        files.write("fullchain.pem", cert + ca, mode=PUBLIC_MODE)
+        if pkcs12_passphrase is not None and key_pem is not None:
+            data = _pkcs12(device.identity, cert_pem, ca_pem, key_pem, pkcs12_passphrase)
+            files.write("bundle.p12", data, mode=SECRET_MODE)
+        elif not fresh:
+            files.remove("bundle.p12")
+        files.write("cert.pem", cert, mode=PUBLIC_MODE)
     return folder
+
+
+def _make_folder(folder: Path) -> bool:
+    """Create the device's folder (and its parents); True when it did not exist before."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return False
+    return True
+
+
+class _Folder:
+    """Atomic file writes inside one folder, through a descriptor of the folder.
+
+    A bundle is written for every renewed device, so this is the hot path of the job's file
+    I/O: plain `os` calls relative to the folder's descriptor, no Path objects and no
+    exceptions on the common path (they cost about half of a bundle's CPU when it went through
+    `atomic_output`). Each file is created under a temporary name with its final mode
+    (O_EXCL: a secret is never readable by others, not even briefly) and renamed into place.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+
+    def __enter__(self) -> _Folder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self._fd)
+
+    def write(self, name: str, data: bytes, *, mode: int) -> None:
+        temp = f".{name}.tmp"
+        fd = self._create(temp, mode)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.rename(temp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        except BaseException:
+            self.remove(temp)
+            raise
+
+    def _create(self, temp: str, mode: int) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(temp, flags, mode, dir_fd=self._fd)
+        except FileExistsError:  # left by a killed run: its mode is not to be trusted
+            self.remove(temp)
+            return os.open(temp, flags, mode, dir_fd=self._fd)
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._fd)
 
 
 def _with_newline(pem: str) -> str:
@@ -147,11 +210,6 @@ def _pkcs12(name: str, cert_pem: str, ca_pem: str, key_pem: bytes, passphrase: b
         cas=x509.load_pem_x509_certificates(ca_pem.encode()),
         encryption_algorithm=serialization.BestAvailableEncryption(passphrase),
     )
-
-
-def _write_file(path: Path, data: bytes, *, mode: int) -> None:
-    with atomic_output(path, mode=mode, durable=False) as stream:
-        stream.write(data)
 
 
 @contextmanager
