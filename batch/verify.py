@@ -65,7 +65,8 @@ def verify_issued(
         return Verified(problems=(str(exc),))
     problems: list[str] = []
     ca = _issuing_ca(cert, issued.ca_pem, problems)
-    key_sha256 = public_key_sha256(cert.public_key())
+    public_key = cert.public_key()
+    key_sha256 = public_key_sha256(public_key)
     if expected_public_key_sha256 is not None and key_sha256 != expected_public_key_sha256:
         problems.append("certificate public key is not the key of the CSR we sent")
     problems.extend(_serial_problems(cert, issued.cert_sn))
@@ -78,7 +79,7 @@ def verify_issued(
         not_after=cert.not_valid_after_utc,
         granted_days=granted,
         clamped=clamped,
-        key_type=key_type(cert.public_key()),
+        key_type=key_type(public_key),
         public_key_sha256=key_sha256,
     )
 
@@ -99,38 +100,41 @@ def _load_certificates(pem: str | None, what: str) -> Sequence[x509.Certificate]
 def _issuing_ca(
     cert: x509.Certificate, ca_pem: str, problems: list[str]
 ) -> x509.Certificate | None:
-    """The returned CA certificate that signed `cert`, or None with the reason in problems."""
+    """The returned CA certificate that signed `cert`, or None with the reason in problems.
+
+    `verify_directly_issued_by` checks the issuer name as well as the signature, so the
+    common case costs one signature check; names are only compared to explain a failure.
+    """
     try:
         cas = _parsed_cas(ca_pem)
     except ValueError as exc:
         problems.append(str(exc))
         return None
-    issuer = cert.issuer.public_bytes()
-    named = [ca for subject, ca, _ in cas if subject == issuer]
+    for ca, is_ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        if not is_ca:
+            problems.append("the returned CA certificate lacks BasicConstraints CA:TRUE")
+        return ca
+    issuer = cert.issuer
+    named = [ca for ca, _ in cas if ca.subject == issuer]
     if not named:
         problems.append(
-            f"certificate issuer {cert.issuer.rfc4514_string()!r} is not the returned CA"
-            f" {cas[0][1].subject.rfc4514_string()!r}"
+            f"certificate issuer {issuer.rfc4514_string()!r} is not the returned CA"
+            f" {cas[0][0].subject.rfc4514_string()!r}"
         )
         return None
-    ca = named[0]
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError):
-        problems.append("certificate signature does not verify with the returned CA's key")
-    if not next(is_ca for _, c, is_ca in cas if c is ca):
-        problems.append("the returned CA certificate lacks BasicConstraints CA:TRUE")
-    return ca
+    problems.append("certificate signature does not verify with the returned CA's key")
+    return named[0]
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_cas(ca_pem: str) -> tuple[tuple[bytes, x509.Certificate, bool], ...]:
-    """(subject DER, certificate, is a CA) of each CA in the PEM: every answer repeats the same
-    CA, so it is parsed once, not once per device."""
-    return tuple(
-        (ca.subject.public_bytes(), ca, _is_ca(ca))
-        for ca in _load_certificates(ca_pem, "CA certificate")
-    )
+def _parsed_cas(ca_pem: str) -> tuple[tuple[x509.Certificate, bool], ...]:
+    """(certificate, is a CA) of each CA in the PEM: every answer repeats the same CA, so it
+    is parsed once, not once per device."""
+    return tuple((ca, _is_ca(ca)) for ca in _load_certificates(ca_pem, "CA certificate"))
 
 
 def _is_ca(ca: x509.Certificate) -> bool:
