@@ -133,6 +133,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
+_Resolution = tuple[asyncio.Future[Any], Any, BaseException | None]  # future, value, error
+
+
 class Journal:
     """The journal of one output folder; open with `await Journal.open(path)`."""
 
@@ -341,9 +344,14 @@ class Journal:
             results = [(None, exc)] * len(batch)
         else:
             self.commits += 1
+        # One wake-up per event loop for the whole batch, not one per operation: each
+        # call_soon_threadsafe writes to the loop's self-pipe and contends for the GIL.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Resolution]] = {}
         for job, (value, error) in zip(batch, results, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, value, error))
+        for loop, resolutions in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that caller's event loop is gone
-                job.loop.call_soon_threadsafe(_resolve, job.future, value, error)
+                loop.call_soon_threadsafe(_resolve_all, resolutions)
 
 
 def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any, Exception | None]:
@@ -361,13 +369,14 @@ def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any
     return value, None
 
 
-def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return  # the caller stopped waiting; the write happened (or failed) regardless
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _resolve_all(resolutions: list[_Resolution]) -> None:
+    for future, value, error in resolutions:
+        if future.cancelled():
+            continue  # the caller stopped waiting; the write happened (or failed) regardless
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 def _outcome_operation(
@@ -452,8 +461,11 @@ def _with_bundle_path(document: str | None, bundle_path: str | None) -> Outcome 
 
 def outcome_to_json(outcome: Outcome) -> str:
     """JSON of an Outcome: enums as their values, datetimes as ISO 8601 (offset kept)."""
-    document = {f.name: _plain(getattr(outcome, f.name)) for f in dataclasses.fields(Outcome)}
+    document = {name: _plain(getattr(outcome, name)) for name in _OUTCOME_FIELDS}
     return json.dumps(document, sort_keys=True)
+
+
+_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
 
 
 def outcome_from_json(text: str) -> Outcome:
@@ -474,6 +486,8 @@ def _outcome_hints() -> dict[str, Any]:
 
 
 def _plain(value: object) -> object:
+    if value is None or type(value) in (str, int):  # most fields: nothing to convert
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
