@@ -1,9 +1,11 @@
 """The request rate limit shared by all workers: exact, burst-free, and adaptive to HTTP 429.
 
 Two rules hold every start:
-- starts are spaced on a grid of 1/rate seconds; a late wake-up keeps the grid (so sleep
-  overshoot does not erode the rate) but two starts are never closer than half a slot, so a run
-  at the configured rate finishes in about `devices / rate` seconds with no bursts;
+- starts are spaced on a grid of 1/rate seconds; a late wake-up (a busy event loop) still
+  takes its grid slot, so the next starts make the lost time up at once and a run at the
+  configured rate finishes in about `devices / rate` seconds. The grid never lags the clock
+  by more than `catch_up` seconds: after a longer stall no more than `catch_up * rate` starts
+  follow each other closely;
 - a log of the last `rate` start times guarantees that no sliding one-second window ever holds
   more than `rate` starts, even after the event loop stalled.
 
@@ -21,6 +23,10 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+# Seconds a late grid may make up: at 250/s a 20 ms stall of a busy loop is 5 starts, made up
+# at once; a longer stall (a blocked loop, a pause) does not become a burst.
+CATCH_UP = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,10 +55,14 @@ class RateLimiter:
         adaptation: Adaptation | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        catch_up: float = CATCH_UP,
     ) -> None:
         if rate <= 0 or not math.isfinite(rate):
             raise ValueError(f"rate must be a positive number, not {rate!r}")
+        if catch_up < 0:
+            raise ValueError("catch_up must not be negative")
         self.configured = float(rate)
+        self.catch_up = catch_up
         self.adaptation = adaptation or Adaptation()
         self._rate = float(rate)
         self._clock = clock or asyncio.get_running_loop().time
@@ -77,10 +87,16 @@ class RateLimiter:
             while (wait := self._wait(self._clock())) > 0:
                 await self._sleep(wait)
             now = self._clock()
+            # The slot this start takes: its grid slot, even if passed (a late wake-up), but
+            # not before `catch_up` ago, nor before the window let it start (else the starts
+            # the window held back would all go at once, a second after a burst).
+            if self._next == -math.inf:
+                slot = now  # the first start
+            else:
+                slot = max(self._next, now - self.catch_up, self._window_opened())
             self._starts.append(now)
             self.acquired += 1
-            interval = 1.0 / self._rate
-            self._next = max(self._next + interval, now + interval / 2)
+            self._next = slot + 1.0 / self._rate
 
     def _wait(self, now: float) -> float:
         self._recover(now)
@@ -89,6 +105,11 @@ class RateLimiter:
             self._starts.popleft()
         window_wait = self._starts[0] + 1.0 - now if len(self._starts) == window_cap else 0.0
         return max(self._next - now, window_wait, self._paused_until - now)
+
+    def _window_opened(self) -> float:
+        """When the sliding window last had room, if it was full: its oldest start + 1 s."""
+        full = len(self._starts) >= max(1, math.floor(self._rate))
+        return self._starts[0] + 1.0 if full else -math.inf
 
     def _recover(self, now: float) -> None:
         step = self.adaptation.cooldown
@@ -103,6 +124,7 @@ class RateLimiter:
         self.throttled += 1
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + retry_after)
+            self._next = max(self._next, self._paused_until)  # no catch-up after the pause
         if now - self._last_cut < self.adaptation.cooldown:
             return
         self._rate = max(self.adaptation.floor, self._rate * self.adaptation.decrease)
