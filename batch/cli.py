@@ -29,7 +29,26 @@ EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else
 log = logging.getLogger("batch")
 
 
+class _Commands(click.Group):
+    """The CLI's commands; `simulate` is imported only when it is asked for.
+
+    The simulator pulls in aiohttp's server side (~0.25 s and a few MB at every start), which
+    `run`, `plan` and `merge` never use.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "simulate"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "simulate":
+            from batch.simulator.command import simulate
+
+            return simulate
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=_Commands,
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
     epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"),
 )
@@ -138,7 +157,13 @@ _RUN_OPTIONS = [
         help="Start the built-in EnOS simulator on loopback, seeded from the inventory, "
         "and run against it. Touches no real device.",
     ),
-    click.option("--concurrency", type=int, default=32, help="Devices in flight at once."),
+    click.option(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="Devices in flight at once. [default: --rate x "
+        f"{cfg.DEVICE_SECONDS:g} s, at least {cfg.MIN_WORKERS}, at most {cfg.MAX_WORKERS}]",
+    ),
     click.option(
         "--max-attempts",
         type=int,
@@ -392,15 +417,6 @@ def merge(shard_dirs: tuple[Path, ...], out_dir: Path) -> None:
     summary = merge_outputs(list(shard_dirs), out_dir)
     click.echo(render_summary(summary), err=True)
     sys.exit(summary.exit_code)
-
-
-def _add_simulator() -> None:
-    from batch.simulator.command import simulate
-
-    main.add_command(simulate)
-
-
-_add_simulator()
 
 
 def entry() -> None:

@@ -6,6 +6,7 @@ the command line (where `ps` and shell history would show them), and never appea
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ ENV_APP_SECRET = "ENOS_APP_SECRET"
 ENV_P12_PASSPHRASE = "FLEET_RENEW_P12_PASSPHRASE"
 
 DEFAULT_RATE = 10.0  # requests/s: well under any limit an EnOS operator is likely to have set
+# --concurrency from the rate (auto_concurrency): seconds one device may take, and the bounds.
+DEVICE_SECONDS = 0.25
+MIN_WORKERS = 32
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +77,7 @@ class RunConfig:
     credentials: Credentials | None = None
     sandbox: bool = False
     rate: float = DEFAULT_RATE
-    concurrency: int = 32
+    concurrency: int | None = None  # devices in flight; None: from the rate (`workers`)
     max_attempts: int = 5
     valid_days: int | None = None
     key_mode: KeyMode = KeyMode.REUSE
@@ -106,7 +111,7 @@ class RunConfig:
             raise UsageError(f"set {ENV_APP_KEY} and {ENV_APP_SECRET} in the environment")
         if self.rate <= 0:
             raise UsageError("--rate must be positive")
-        if self.concurrency < 1:
+        if self.concurrency is not None and self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if self.max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
@@ -128,11 +133,27 @@ class RunConfig:
             raise UsageError(f"--ca-bundle {self.ca_bundle} is not a readable file")
 
     @property
+    def workers(self) -> int:
+        """Devices in flight: --concurrency, or enough to hold --rate (`auto_concurrency`)."""
+        return self.concurrency if self.concurrency is not None else auto_concurrency(self.rate)
+
+    @property
     def due_rule(self) -> DueRule | None:
         """Maintenance mode's rule, or None when every device is renewed."""
         if self.renew_within is None and self.renew_at_fraction is None:
             return None
         return DueRule(within_days=self.renew_within, at_fraction=self.renew_at_fraction)
+
+
+def auto_concurrency(rate: float) -> int:
+    """Devices in flight needed to start `rate` requests a second.
+
+    By Little's law a device occupies a worker for its whole time (journal fsync, the API's
+    answer, verification, bundle): at 32 workers and ~130 ms a device, 250/s was out of reach.
+    Allow each device DEVICE_SECONDS; never fewer than MIN_WORKERS, nor more than MAX_WORKERS
+    (beyond that an unlimited rate only queues work in memory).
+    """
+    return max(MIN_WORKERS, min(MAX_WORKERS, math.ceil(rate * DEVICE_SECONDS)))
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials | None:

@@ -100,7 +100,7 @@ class Batch:
 
     async def run(self, rows: Iterator[Device | InvalidRow]) -> None:
         first = await asyncio.to_thread(_take, rows, 1000)
-        queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.concurrency * 2)
+        queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.workers * 2)
         async with asyncio.TaskGroup() as outer:
             ticker = outer.create_task(self.progress.log_periodically())
             sampler = outer.create_task(self.timeline.sample_periodically())
@@ -118,7 +118,7 @@ class Batch:
                     watchdog.cancel()
 
     def _workers(self) -> int:
-        return self.config.concurrency if self.renewer is not None else 0
+        return self.config.workers if self.renewer is not None else 0
 
     async def _produce(
         self,
@@ -189,7 +189,7 @@ class Batch:
         log.info("maintenance: %d certificates to look up with List Certificate", len(lookups))
         pending = iter(lookups)
         async with asyncio.TaskGroup() as tg:
-            for _ in range(self.config.concurrency):
+            for _ in range(self.config.workers):
                 tg.create_task(self._look_up(pending, rule, now, due))
         far = datetime.max.replace(tzinfo=UTC)  # unknown expiry: after every known one
         due.sort(key=lambda d: d.expires or far)

@@ -65,3 +65,11 @@ def test_due_rule_only_in_maintenance_mode() -> None:
     assert _config().due_rule is None
     rule = _config(renew_within=30).due_rule
     assert rule is not None and rule.within_days == 30
+
+
+@pytest.mark.parametrize(
+    ("rate", "workers"), [(10, 32), (128, 32), (250, 63), (1000, 250), (100_000, 256)]
+)
+def test_workers_follow_the_rate_unless_concurrency_is_given(rate: float, workers: int) -> None:
+    assert _config(rate=rate).workers == workers
+    assert _config(rate=rate, concurrency=7).workers == 7
