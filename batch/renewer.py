@@ -54,7 +54,8 @@ class Renewer:
     journal: Journal
     out_dir: Path
     key_mode: KeyMode
-    key_pool: Executor
+    key_pool: Executor  # key generation and signature checks (CPU, releases the GIL)
+    file_pool: Executor  # bundle files (one thread: file creation in one folder serialises)
     policy: RetryPolicy
     valid_days: int | None = None
     pkcs12_passphrase: bytes | None = None
@@ -208,7 +209,7 @@ class Renewer:
     async def _write_bundle(
         self, device: Device, outcome: Outcome, cert_pem: str, ca_pem: str, key_pem: bytes | None
     ) -> Outcome:
-        path = await asyncio.to_thread(
+        write = functools.partial(
             write_bundle,
             self.out_dir,
             device,
@@ -217,6 +218,7 @@ class Renewer:
             key_pem=key_pem,
             pkcs12_passphrase=self.pkcs12_passphrase if key_pem else None,
         )
+        path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
         relative = str(path.relative_to(self.out_dir))
         await self.journal.record_bundled(device.key, bundle_path=relative)
         return replace(outcome, bundle_path=relative)
