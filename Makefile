@@ -45,8 +45,15 @@ demo: venv
 BENCH_SCRIPTS := rate_issue3 rate_fidelity throttle_pressure client_cpu throughput_ceiling \
 	journal_cost sequential_baseline memory_plan memory_run
 
+# Outputs stay in bench-out/ until every script ran (see bench/harness.py: workdir); the
+# figures are appended to $(BENCH_JSON) and printed as the Markdown of docs/benchmarks.md.
+BENCH_JSON ?= bench-results.jsonl
+
 bench: venv
-	set -e; for script in $(BENCH_SCRIPTS); do $(BIN)/python bench/$$script.py $(BENCH_ARGS); done
+	set -e; for script in $(BENCH_SCRIPTS); do \
+		$(BIN)/python bench/$$script.py --json $(BENCH_JSON) $(BENCH_ARGS); done
+	rm -rf bench-out
+	$(BIN)/python bench/markdown.py $(BENCH_JSON)
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) demo-out bench-out .pytest_cache .mypy_cache .ruff_cache

@@ -286,11 +286,20 @@ def parse_args(doc: str | None, extra: Callable[[argparse.ArgumentParser], None]
     return parser.parse_args()
 
 
+BENCH_OUT = Path(__file__).resolve().parent.parent / "bench-out"
+
+
 @contextlib.contextmanager
 def workdir(name: str) -> Iterator[Path]:
-    """A temporary folder for one benchmark, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        yield Path(tmp)
+    """A fresh folder for one benchmark under bench-out/, kept afterwards.
+
+    Not deleted here on purpose: on this machine's ext4, creating files within minutes of
+    deleting thousands (the previous run's bundles) makes the kernel scan for inodes that were
+    not recently freed, which more than doubled the job's CPU (sys time) in our runs. `make
+    bench` removes bench-out/ once every figure is taken.
+    """
+    BENCH_OUT.mkdir(exist_ok=True)
+    yield Path(tempfile.mkdtemp(prefix=f"{name}-", dir=BENCH_OUT))
 
 
 Figures = Mapping[str, float]
