@@ -244,6 +244,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
         counts_by_class=dict(tally.by_class),
         devices=sum(tally.by_status.values()),
         requests=limiter.acquired if limiter else 0,
+        request_span_s=limiter.span if limiter else None,
         started=started,
         finished=datetime.now(UTC),
         configured_rate=config.rate,

@@ -6,8 +6,9 @@ Two rules hold every start:
   configured rate finishes in about `devices / rate` seconds. The grid never lags the clock
   by more than `catch_up` seconds: after a longer stall no more than `catch_up * rate` starts
   follow each other closely;
-- a log of the last `rate` start times guarantees that no sliding one-second window ever holds
-  more than `rate` starts, even after the event loop stalled.
+- a log of the last `rate` start times guarantees that no sliding window of 1 s + JITTER
+  ever holds more than `rate` starts, even after the event loop stalled, so that the gateway,
+  which sees each request a varying moment later, still counts no more than `rate` a second.
 
 On HTTP 429 the rate is cut (at most once per `cooldown` seconds, since the 429s of requests
 already in flight all describe the same overload) and a Retry-After pauses every start; after a
@@ -27,6 +28,10 @@ from dataclasses import dataclass
 # Seconds a late grid may make up: at 250/s a 20 ms stall of a busy loop is 5 starts, made up
 # at once; a longer stall (a blocked loop, a pause) does not become a burst.
 CATCH_UP = 0.05
+# The one-second window is held over 1 s + JITTER: requests reach the gateway with a varying
+# delay (event loops, GC, the network), so starts exactly `rate` a second apart would sometimes
+# arrive as `rate + 1` in a second. Costs at most JITTER of the rate (1 %).
+JITTER = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +68,7 @@ class RateLimiter:
             raise ValueError("catch_up must not be negative")
         self.configured = float(rate)
         self.catch_up = catch_up
+        self._window = 1.0 + JITTER
         self.adaptation = adaptation or Adaptation()
         self._rate = float(rate)
         self._clock = clock or asyncio.get_running_loop().time
@@ -75,6 +81,15 @@ class RateLimiter:
         self._last_change = self._clock()
         self.throttled = 0  # 429s reported
         self.acquired = 0  # starts granted
+        self.first_start: float | None = None  # clock readings of the first and last start
+        self.last_start: float | None = None
+
+    @property
+    def span(self) -> float | None:
+        """Seconds from the first start to the last, or None before two starts."""
+        if self.first_start is None or self.last_start is None or self.acquired < 2:
+            return None
+        return self.last_start - self.first_start
 
     @property
     def rate(self) -> float:
@@ -96,6 +111,8 @@ class RateLimiter:
                 slot = max(self._next, now - self.catch_up, self._window_opened())
             self._starts.append(now)
             self.acquired += 1
+            self.first_start = now if self.first_start is None else self.first_start
+            self.last_start = now
             self._next = slot + 1.0 / self._rate
 
     def _wait(self, now: float) -> float:
@@ -103,13 +120,14 @@ class RateLimiter:
         window_cap = max(1, math.floor(self._rate))
         while len(self._starts) > window_cap:
             self._starts.popleft()
-        window_wait = self._starts[0] + 1.0 - now if len(self._starts) == window_cap else 0.0
+        full = len(self._starts) == window_cap
+        window_wait = self._starts[0] + self._window - now if full else 0.0
         return max(self._next - now, window_wait, self._paused_until - now)
 
     def _window_opened(self) -> float:
         """When the sliding window last had room, if it was full: its oldest start + 1 s."""
         full = len(self._starts) >= max(1, math.floor(self._rate))
-        return self._starts[0] + 1.0 if full else -math.inf
+        return self._starts[0] + self._window if full else -math.inf
 
     def _recover(self, now: float) -> None:
         step = self.adaptation.cooldown

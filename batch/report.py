@@ -249,6 +249,7 @@ class Summary:
     counts_by_class: Mapping[ErrorClass, int]
     devices: int  # inventory rows seen
     requests: int  # renewal requests sent, retries included
+    request_span_s: float | None = None  # from the first request's start to the last one's
     started: datetime
     finished: datetime
     configured_rate: float  # requests/s
@@ -263,7 +264,14 @@ class Summary:
 
     @property
     def achieved_rate(self) -> float:
-        """Renewal requests per second over the whole run (0 for an instant run)."""
+        """Renewal requests per second while requesting: the rate the limiter held.
+
+        Measured from the first request's start to the last one's, so the set-up before the
+        first request and the report writing after the last answer (both in `duration_s`) do
+        not count; without a span (a merged campaign), over the whole run. 0 for an instant run.
+        """
+        if self.request_span_s and self.requests > 1:
+            return (self.requests - 1) / self.request_span_s
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
@@ -277,12 +285,17 @@ class Summary:
             "finished": _iso(self.finished),
             "duration_s": round(self.duration_s, 3),
             "achieved_rate": round(self.achieved_rate, 2),
+            "request_span_s": _rounded(self.request_span_s),
             "configured_rate": self.configured_rate,
             "exit_code": self.exit_code,
             "aborted_reason": self.aborted_reason,
             "sandbox": self.sandbox,
             "extra": dict(self.extra),
         }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _iso(value: datetime) -> str:

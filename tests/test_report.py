@@ -344,6 +344,13 @@ def test_achieved_rate_of_an_instant_run_is_zero() -> None:
     assert summary(finished=T0).achieved_rate == 0.0
 
 
+def test_achieved_rate_is_taken_between_the_first_and_last_request() -> None:
+    # 100 requests started over 40 s of a 60 s run: set-up and report writing do not count.
+    timed = summary(requests=100, request_span_s=39.6)
+    assert timed.achieved_rate == pytest.approx(2.5)
+    assert summary(requests=100).achieved_rate == pytest.approx(100 / 60)  # no span: whole run
+
+
 def test_render_summary_shows_counts_classes_rate_and_abort() -> None:
     text = render_summary(summary(aborted_reason="authentication refused", exit_code=3))
     assert "finished in 60.0 s" in text
