@@ -27,7 +27,7 @@ DEFAULT_RATE = 10.0  # requests/s: well under any limit an EnOS operator is like
 # --concurrency from the rate (auto_concurrency): seconds one device may take, and the bounds.
 DEVICE_SECONDS = 0.25
 MIN_WORKERS = 32
-MAX_WORKERS = 256
+MAX_WORKERS = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -68,7 +68,7 @@ def test_due_rule_only_in_maintenance_mode() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "workers"), [(10, 32), (128, 32), (250, 63), (1000, 250), (100_000, 256)]
+    ("rate", "workers"), [(10, 32), (128, 32), (250, 63), (500, 125), (1000, 128), (100_000, 128)]
 )
 def test_workers_follow_the_rate_unless_concurrency_is_given(rate: float, workers: int) -> None:
     assert _config(rate=rate).workers == workers
