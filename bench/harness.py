@@ -310,7 +310,7 @@ def repeat(runs: int, once: Callable[[int], Figures]) -> list[Figures]:
     results: list[Figures] = []
     for i in range(runs):
         figures = once(i)
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items())
+        shown = ", ".join(f"{k}={fmt(v)}" for k, v in figures.items())
         print(f"  run {i + 1}/{runs}: {shown}", flush=True)
         results.append(figures)
     return results
@@ -328,8 +328,8 @@ def report(title: str, results: list[Figures], *, targets: Mapping[str, str] | N
         rows[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
         target = f"   target {targets[key]}" if targets and key in targets else ""
         m = rows[key]
-        print(f"   {key:<34} median {_fmt(m['median']):>10}  min {_fmt(m['min']):>10}"
-              f"  max {_fmt(m['max']):>10}{target}")
+        print(f"   {key:<34} median {fmt(m['median']):>10}  min {fmt(m['min']):>10}"
+              f"  max {fmt(m['max']):>10}{target}")
     if notes:
         print(f"   {notes}")
     if json_path is not None:
@@ -339,7 +339,8 @@ def report(title: str, results: list[Figures], *, targets: Mapping[str, str] | N
                                  "loadavg": os.getloadavg()[0], "code": code_version()}) + "\n")
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
+    """A figure for people: 3 significant digits, whole numbers from 100 up."""
     if value != value:  # NaN
         return "n/a"
     if abs(value) >= 100:

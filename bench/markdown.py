@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import fmt
+
 _COMPARISONS: Mapping[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -35,14 +37,6 @@ def met(target: str, value: float) -> str:
     limit = float(found.group(2))
     ok = compare(value, limit) if compare is not None else abs(value - limit) < 1e-9
     return "met" if ok else "**missed**"
-
-
-def fmt(value: float) -> str:
-    if value != value:  # NaN
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
 def tables(lines: Iterator[str]) -> Iterator[str]:
