@@ -235,6 +235,22 @@ def test_temporary_key_file_is_0600_from_creation(tmp_path: Path, open_umask: No
     assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]
 
 
+def test_a_temporary_file_left_by_a_killed_run_never_lends_its_mode_to_the_key(
+    tmp_path: Path, leaf: Issued, open_umask: None
+) -> None:
+    folder = bundle_dir(tmp_path, ASSET)
+    folder.mkdir(parents=True)
+    leftover = folder / ".key.pem.tmp"  # a run killed mid-write left it, readable by all
+    leftover.write_bytes(b"half")
+    leftover.chmod(0o666)
+    write_bundle(tmp_path, ASSET, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem)
+    assert mode(folder / "key.pem") == 0o600
+    assert (folder / "key.pem").read_bytes() == leaf.key_pem
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
+    ]
+
+
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "cert.pem"
     target.write_text("old")
