@@ -32,6 +32,7 @@ CATCH_UP = 0.05
 # delay (event loops, GC, the network), so starts exactly `rate` a second apart would sometimes
 # arrive as `rate + 1` in a second. Costs at most JITTER of the rate (1 %).
 JITTER = 0.01
+WINDOW = 1.0 + JITTER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +69,6 @@ class RateLimiter:
             raise ValueError("catch_up must not be negative")
         self.configured = float(rate)
         self.catch_up = catch_up
-        self._window = 1.0 + JITTER
         self.adaptation = adaptation or Adaptation()
         self._rate = float(rate)
         self._clock = clock or asyncio.get_running_loop().time
@@ -117,17 +117,17 @@ class RateLimiter:
 
     def _wait(self, now: float) -> float:
         self._recover(now)
-        window_cap = max(1, math.floor(self._rate))
-        while len(self._starts) > window_cap:
+        while len(self._starts) > self._window_cap():
             self._starts.popleft()
-        full = len(self._starts) == window_cap
-        window_wait = self._starts[0] + self._window - now if full else 0.0
-        return max(self._next - now, window_wait, self._paused_until - now)
+        return max(self._next - now, self._window_opened() - now, self._paused_until - now)
+
+    def _window_cap(self) -> int:
+        return max(1, math.floor(self._rate))
 
     def _window_opened(self) -> float:
-        """When the sliding window last had room, if it was full: its oldest start + 1 s."""
-        full = len(self._starts) >= max(1, math.floor(self._rate))
-        return self._starts[0] + self._window if full else -math.inf
+        """When the sliding window has room again if it is full (its oldest start + WINDOW)."""
+        full = len(self._starts) >= self._window_cap()
+        return self._starts[0] + WINDOW if full else -math.inf
 
     def _recover(self, now: float) -> None:
         step = self.adaptation.cooldown
