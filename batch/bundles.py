@@ -25,6 +25,7 @@ Blocking I/O by design: the pipeline calls `write_bundle` in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from batch.model import Device
+from batch.safe_read import read_regular_file
 
 MAX_NAME = 120  # far below the 255-byte limit of common filesystems, with room for the tag
 PUBLIC_MODE = 0o644  # narrowed further by the process umask
@@ -120,10 +122,10 @@ def write_bundle(
     if pkcs12_passphrase is not None and key_pem is None:
         raise ValueError("a PKCS#12 bundle needs the private key")
     folder = bundle_dir(out_dir, device)
-    fresh = _make_folder(folder)
     cert = _with_newline(cert_pem).encode()
     ca = _with_newline(ca_pem).encode()
-    with _Folder(folder) as files:
+    with _Folder(out_dir, folder.relative_to(out_dir).parts) as files:
+        fresh = files.fresh
         if key_pem is not None:
             files.write("key.pem", key_pem, mode=SECRET_MODE)
         files.write("ca.pem", ca, mode=PUBLIC_MODE)
@@ -137,15 +139,80 @@ def write_bundle(
     return folder
 
 
-def _make_folder(folder: Path) -> bool:
-    """Create the device's folder (and its parents); True when it did not exist before."""
+class UnsafePathError(Exception):
+    """A folder on the way to a bundle is a symbolic link or not a folder: nothing written."""
+
+    def __init__(self, relative: str) -> None:
+        super().__init__(
+            f"{relative} is a symbolic link or not a folder: the bundle was not written through "
+            "it (the certificate is kept in the journal; remove it and rerun to write the bundle)"
+        )
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir_at(parent: int, name: str, *, create: bool) -> tuple[int, bool]:
+    """Open the folder `name` inside `parent` without following a link; (fd, created)."""
+    created = False
     try:
-        os.mkdir(folder)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent), created
     except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        return False
-    return True
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):  # a dangling link, or a racing creator
+        os.mkdir(name, 0o755, dir_fd=parent)
+        created = True
+    return os.open(name, _DIR_FLAGS, dir_fd=parent), created
+
+
+def open_below(
+    out_dir: str | os.PathLike[str], parts: tuple[str, ...], *, create: bool
+) -> tuple[int, bool]:
+    """A descriptor of out_dir/parts..., walked one folder at a time, never through a link,
+    and whether the last folder was created now.
+
+    `out_dir` itself may be a link (the operator named it). Raises UnsafePathError when a
+    folder below it is a link (dangling or not) or not a folder; FileNotFoundError when one is
+    missing and `create` is false.
+    """
+    try:
+        fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            raise
+        os.makedirs(out_dir, exist_ok=True)
+        fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    created = False
+    try:
+        for depth, part in enumerate(parts):
+            try:
+                child, created = _open_dir_at(fd, part, create=create)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise UnsafePathError("/".join(parts[: depth + 1])) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, created
+
+
+def read_bundle_file(
+    out_dir: str | os.PathLike[str], relative: str, name: str, *, limit: int = 1 << 20
+) -> bytes:
+    """A file of a written bundle (`relative` to out_dir), never read through a link or from
+    anything but a regular file; OSError or UnsafePathError otherwise."""
+    parts = tuple(Path(relative).parts)
+    if not parts or any(part in ("", ".", "..", "/") for part in parts):
+        raise UnsafePathError(relative)
+    fd, _ = open_below(out_dir, parts, create=False)
+    try:
+        return read_regular_file(name, limit=limit, dir_fd=fd, follow_links=False)
+    finally:
+        os.close(fd)
 
 
 class _Folder:
@@ -156,10 +223,12 @@ class _Folder:
     exceptions on the common path (they cost about half of a bundle's CPU when it went through
     `atomic_output`). Each file is created under a temporary name with its final mode
     (O_EXCL: a secret is never readable by others, not even briefly) and renamed into place.
+    Neither step follows a link: O_EXCL refuses an existing name, and a rename replaces a
+    link planted at the final name instead of writing through it.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    def __init__(self, out_dir: str | os.PathLike[str], parts: tuple[str, ...]) -> None:
+        self._fd, self.fresh = open_below(out_dir, parts, create=True)
 
     def __enter__(self) -> _Folder:
         return self

@@ -184,7 +184,12 @@ _RUN_OPTIONS = [
         default=30.0,
         help="Seconds to wait for one API answer.",
     ),
-    click.option("--dry-run", is_flag=True, help="Read and plan, write the report, send nothing."),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Read and plan, send nothing (no --api-url or credentials needed); the report "
+        "goes to OUT/dry-run/, never over a campaign's outputs.",
+    ),
     click.option(
         "--pkcs12",
         is_flag=True,
@@ -290,13 +295,15 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 def run(**options: Any) -> None:
     """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
     config = _run_config(options)
+    from batch.job import output_folder
     from batch.job import run as run_pipeline
     from batch.report import render_summary
 
     summary = asyncio.run(run_pipeline(config))
     click.echo(render_summary(summary), err=True)
-    click.echo(f"report:  {config.out_dir / 'report.csv'} (and report.html)", err=True)
-    click.echo(f"bundles: {config.out_dir / 'bundles'}", err=True)
+    click.echo(f"report:  {output_folder(config) / 'report.csv'} (and report.html)", err=True)
+    if not config.dry_run:
+        click.echo(f"bundles: {config.out_dir / 'bundles'}", err=True)
     sys.exit(summary.exit_code)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -17,6 +18,7 @@ import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 from batch import html_report, inventory, metrics, notify, report
 from batch.canary import CanaryRule, canary_size
@@ -26,6 +28,7 @@ from batch.errors import AbortedError, BatchError, InventoryError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.model import Device, InvalidRow
+from batch.outdir import OutDir
 from batch.pipeline import Batch
 from batch.planfile import check_plan, config_plan_options
 from batch.progress import Progress
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 JOURNAL_NAME = "journal.sqlite"
+DRY_RUN_DIR = "dry-run"
 
 
 async def run(config: RunConfig) -> report.Summary:
@@ -45,20 +49,30 @@ async def run(config: RunConfig) -> report.Summary:
     gc.freeze()
     started = datetime.now(UTC)
     rows, fingerprint, total_rows = _open_inventory(config)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    async with contextlib.AsyncExitStack() as stack:
-        batch = await _set_up(config, stack, fingerprint, total_rows)
-        with _signals(batch):
-            try:
-                await batch.run(rows)
-            except* AbortedError as group:
-                batch.aborted = _first_message(group)
-                log.error("aborted: %s", batch.aborted)
-            except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
-                raise InventoryError(_first_message(group)) from None
-    summary = _finish(config, batch, started)
-    await _publish(config, summary, batch)
+    with contextlib.ExitStack() as claims:
+        # Held until the last output is written: no other command writes into this --out.
+        claims.enter_context(OutDir.claim(config.out_dir))
+        if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
+            config = dataclasses.replace(config, out_dir=output_folder(config))
+            claims.enter_context(OutDir.claim(config.out_dir))
+        async with contextlib.AsyncExitStack() as stack:
+            batch = await _set_up(config, stack, fingerprint, total_rows)
+            with _signals(batch):
+                try:
+                    await batch.run(rows)
+                except* AbortedError as group:
+                    batch.aborted = _first_message(group)
+                    log.error("aborted: %s", batch.aborted)
+                except* InventoryError as group:  # a broken row deep in the file: exit 2 too
+                    raise InventoryError(_first_message(group)) from None
+        summary = _finish(config, batch, started)
+        await _publish(config, summary, batch)
     return summary
+
+
+def output_folder(config: RunConfig) -> Path:
+    """Where the run's report and summary go: --out, or --out/dry-run/ for a dry run."""
+    return config.out_dir / DRY_RUN_DIR if config.dry_run else config.out_dir
 
 
 def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
@@ -82,10 +96,10 @@ async def _set_up(
     config: RunConfig, stack: contextlib.AsyncExitStack, fingerprint: str, total_rows: int
 ) -> Batch:
     """Endpoint, journal, client, report writer and progress, closed by `stack`."""
-    api_url, credentials = await _endpoint(config, stack)
     journal = None
     renewer = None
-    if not config.dry_run:
+    if not config.dry_run:  # a dry run sends nothing: it needs no endpoint or credentials
+        api_url, credentials = await _endpoint(config, stack)
         journal = await Journal.open(config.out_dir / JOURNAL_NAME, durable=config.durable_journal)
         stack.push_async_callback(journal.close)
         _explain_inventory_change(journal, fingerprint)
@@ -142,8 +156,6 @@ async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tupl
         org_id=config.org_id or "o-sandbox",
         seed=0,
     )
-    if config.dry_run:
-        return "http://127.0.0.1:0", creds
     sim = await stack.enter_async_context(running_simulator(sim_config, fleet=config.inventory))
     log.info("sandbox: built-in EnOS simulator at %s (no real device is touched)", sim.url)
     return str(sim.url), creds

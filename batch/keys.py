@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.x509.oid import NameOID
 
 from batch.model import Device, KeyMode
+from batch.safe_read import read_regular_file
 
 
 class CsrError(ValueError):
@@ -142,12 +143,10 @@ def generate(mode: KeyMode, subject: x509.Name) -> KeyMaterial:
 def load_csr_file(path: str | Path) -> KeyMaterial:
     """Read, check and normalise an operator-supplied CSR file (PEM, either header, or DER)."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read(_MAX_CSR_FILE_BYTES + 1)
+        # Not a plain open(): a FIFO there would block this thread (and the run) forever.
+        data = read_regular_file(path, limit=_MAX_CSR_FILE_BYTES)
     except OSError as exc:
         raise CsrError(f"cannot read CSR file {str(path)!r}: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_CSR_FILE_BYTES:
-        raise CsrError(f"CSR file {str(path)!r} is larger than {_MAX_CSR_FILE_BYTES} bytes")
     try:
         csr = parse_csr(data)
     except CsrError as exc:

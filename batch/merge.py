@@ -7,6 +7,7 @@ a summary.json did not finish: merging it would hide devices, so that is an erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from datetime import datetime
@@ -20,19 +21,73 @@ from batch import report
 from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.model import ErrorClass, Status
+from batch.outdir import OutDir
 
 
 def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
     """Merge shard folders into `out_dir`; returns the merged summary (also written)."""
     if not shard_dirs:
         raise UsageError("merge needs at least one shard output folder")
+    _check_distinct(shard_dirs, out_dir)
     summaries = [_summary_of(folder) for folder in shard_dirs]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _merge_reports(shard_dirs, out_dir)
-    _merge_retry(shard_dirs, out_dir)
-    summary = _merged_summary(summaries, shard_dirs)
-    report.write_summary(out_dir, summary)
+    tables = [_report_of(folder) for folder in shard_dirs]
+    _check_rows_unique(tables, shard_dirs)
+    with OutDir.claim(out_dir):
+        _merge_reports(tables, out_dir)
+        _merge_retry(shard_dirs, out_dir)
+        summary = _merged_summary(summaries, shard_dirs)
+        report.write_summary(out_dir, summary)
     return summary
+
+
+def _check_distinct(shard_dirs: list[Path], out_dir: Path) -> None:
+    """The same folder twice (by any name) would count its devices twice; --out as a shard
+    would overwrite that shard's report."""
+    seen: dict[tuple[int, int], Path] = {}
+    for folder in shard_dirs:
+        try:
+            info = folder.stat()
+        except OSError as exc:
+            raise UsageError(f"shard folder {folder}: {exc.strerror or exc}") from None
+        earlier = seen.setdefault((info.st_dev, info.st_ino), folder)
+        if earlier is not folder:
+            raise UsageError(f"shard folder {folder} is given twice (also as {earlier})")
+    with contextlib.suppress(OSError):  # an --out that does not exist yet is no shard
+        out = out_dir.stat()
+        if (out.st_dev, out.st_ino) in seen:
+            raise UsageError(f"--out {out_dir} is one of the shard folders: choose a new folder")
+
+
+def _report_of(folder: Path) -> pa.Table:
+    path = folder / report.REPORT_CSV
+    try:
+        return _read_strings(path)
+    except FileNotFoundError:
+        raise UsageError(f"{folder} has no {report.REPORT_CSV}: is it a shard's output?") from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise UsageError(f"{path} is unreadable: {exc}") from None
+
+
+def _check_rows_unique(tables: list[pa.Table], shard_dirs: list[Path]) -> None:
+    """Each inventory row is reported by exactly one shard: a row twice means a shard was
+    given twice (a copy of a folder) or the shards come from different runs."""
+    for table, folder in zip(tables, shard_dirs, strict=True):
+        if "row" not in table.column_names:
+            raise UsageError(f"{folder / report.REPORT_CSV} has no row column: not a report")
+    rows = pa.chunked_array(
+        [chunk for table in tables for chunk in table["row"].chunks], type=pa.string()
+    )
+    if len(pa.compute.unique(rows)) == len(rows):
+        return
+    owner: dict[str, Path] = {}  # only to name the culprit
+    for table, folder in zip(tables, shard_dirs, strict=True):
+        for row in table["row"].to_pylist():
+            earlier = owner.setdefault(row, folder)
+            if earlier is not folder:
+                raise UsageError(
+                    f"inventory row {row} is reported by both {earlier} and {folder}: the same "
+                    "shard given twice, or shards of different runs"
+                )
 
 
 def _summary_of(folder: Path) -> dict[str, Any]:
@@ -53,8 +108,7 @@ def _read_strings(path: Path) -> pa.Table:
     return pa_csv.read_csv(path, convert_options=options)
 
 
-def _merge_reports(shard_dirs: list[Path], out_dir: Path) -> None:
-    tables = [_read_strings(folder / report.REPORT_CSV) for folder in shard_dirs]
+def _merge_reports(tables: list[pa.Table], out_dir: Path) -> None:
     merged = pa.concat_tables(tables)
     order = pa.compute.sort_indices(pa.compute.cast(merged["row"], pa.int64()))
     merged = merged.take(order)

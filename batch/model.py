@@ -44,6 +44,7 @@ class ErrorClass(enum.StrEnum):
     AMBIGUOUS = "ambiguous"  # the renewal may have happened and could not be resolved
     INVALID_INPUT = "invalid_input"  # a bad inventory row
     DUPLICATE = "duplicate"  # the same device appears again in the inventory
+    BUNDLE_REFUSED = "bundle_refused"  # a link or non-folder on the bundle's path under --out
 
 
 class KeyMode(enum.StrEnum):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batch import report
+from batch.bundles import UnsafePathError, read_bundle_file
 from batch.canary import CanaryGate, CanaryRule
 from batch.config import DueRule, RunConfig
 from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
@@ -278,8 +279,8 @@ class Batch:
         """Whether the bundle holds the journal's certificate (bundles are not fsynced: a power
         cut may leave a file empty)."""
         try:
-            written = (self.config.out_dir / bundle_path / "cert.pem").read_text()
-        except (OSError, UnicodeDecodeError):
+            written = read_bundle_file(self.config.out_dir, bundle_path, "cert.pem").decode()
+        except (OSError, UnsafePathError, UnicodeDecodeError):
             return False
         return written.strip() == cert_pem.strip()
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from batch import keys
-from batch.bundles import write_bundle
+from batch.bundles import UnsafePathError, write_bundle
 from batch.enos.client import EnosClient
 from batch.enos.errors import (
     EnosError,
@@ -218,7 +218,17 @@ class Renewer:
             key_pem=key_pem,
             pkcs12_passphrase=self.pkcs12_passphrase if key_pem else None,
         )
-        path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
+        except UnsafePathError as exc:
+            # The certificate stays in the journal (state renewed): a rerun writes the bundle
+            # once the link is gone, and never renews the device again.
+            return replace(
+                outcome,
+                status=Status.FAILED,
+                error_class=ErrorClass.BUNDLE_REFUSED,
+                error_message=str(exc),
+            )
         relative = str(path.relative_to(self.out_dir))
         await self.journal.record_bundled(device.key, bundle_path=relative)
         return replace(outcome, bundle_path=relative)

@@ -160,7 +160,10 @@ class ReportWriter:
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self.path, "w", newline="", encoding="utf-8")
+        # Never through a link planted at report.csv (`batch.outdir` refuses those up front).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o644)
+        self._stream = open(fd, "w", newline="", encoding="utf-8")
         # "\r\n" (RFC 4180) also makes the csv module quote values holding a lone "\r".
         self._writer = csv.writer(self._stream, lineterminator="\r\n")
         self._writer.writerow(REPORT_COLUMNS)

@@ -123,6 +123,9 @@ POLICY: dict[ErrorClass, Rule] = {
     ErrorClass.AMBIGUOUS: Rule(True, "renewal may have happened; rerun to reconcile"),
     ErrorClass.INVALID_INPUT: Rule(False, "fix the inventory row"),
     ErrorClass.DUPLICATE: Rule(False, "the device is listed more than once; renewed once"),
+    ErrorClass.BUNDLE_REFUSED: Rule(
+        False, "renewed, but a link sits on its bundle's path: remove it and rerun"
+    ),
 }
 
 # EnOS business codes (JSON envelope `code`).
