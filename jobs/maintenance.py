@@ -8,9 +8,10 @@ resumes from that folder's journal), deletes dated folders beyond the newest `ke
 signals and output are the job's own. Credentials come from ENOS_APP_KEY / ENOS_APP_SECRET in
 the environment, as for the job.
 
-An exclusive lock on `{out_root}/.maintenance.lock` is held across the exec until the job ends,
-so a run that overlaps the next day's (or a second cron line) stops at once with exit 75 instead
-of renewing the same devices from two folders, and pruning never deletes a folder in use.
+An exclusive lock on the `{out_root}` folder itself (flock on its descriptor, not a lock file
+that could be deleted) is held across the exec until the job ends, so a run that overlaps the
+next day's (or a second cron line) stops at once with exit 75 instead of renewing the same
+devices from two folders, and pruning never deletes a folder in use.
 
 Config keys (paths relative to the config file's folder):
 
@@ -45,7 +46,6 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
-LOCK_NAME = ".maintenance.lock"
 DEFAULT_KEEP = 30
 _DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -165,8 +165,9 @@ def _is_dated_before(path: Path, today: date) -> bool:
 
 
 def take_lock(out_root: Path) -> int | None:
-    """Lock `out_root` for this run; the fd survives exec. None if another run holds it."""
-    fd = os.open(out_root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    """Lock the `out_root` folder for this run; the fd survives exec. None if another run holds
+    it. The lock is on the folder's inode: deleting a file cannot release it."""
+    fd = os.open(out_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -192,8 +193,7 @@ def main(
         return EXIT_USAGE
     config.out_root.mkdir(parents=True, exist_ok=True)
     if take_lock(config.out_root) is None:
-        lock = config.out_root / LOCK_NAME
-        print(f"error: another maintenance run holds {lock}", file=sys.stderr)
+        print(f"error: another maintenance run holds {config.out_root}", file=sys.stderr)
         return EXIT_LOCKED
     day = today()
     out_dir = dated_folder(config.out_root, day)

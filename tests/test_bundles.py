@@ -21,9 +21,11 @@ from hypothesis import strategies as st
 
 from batch.bundles import (
     MAX_NAME,
+    UnsafePathError,
     atomic_output,
     bundle_dir,
     device_dir_name,
+    read_bundle_file,
     safe,
     write_bundle,
 )
@@ -384,3 +386,85 @@ def test_bundle_verifies_with_openssl(tmp_path: Path, ca: certs.Ca, kind: certs.
         check=False,
     )
     assert refused.returncode != 0
+
+
+# --- links planted under --out: never followed ------------------------------------------------
+
+
+def _write(out: Path, device: Device, leaf: Issued) -> Path:
+    return write_bundle(out, device, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem)
+
+
+@pytest.mark.parametrize("level", ["bundles", "org", "device"])
+def test_a_linked_folder_on_the_way_is_refused_and_nothing_lands_outside(
+    tmp_path: Path, leaf: Issued, level: str
+) -> None:
+    out, outside = tmp_path / "out", tmp_path / "elsewhere"
+    outside.mkdir()
+    folder = bundle_dir(out, ASSET)
+    linked = {"bundles": out / "bundles", "org": folder.parent, "device": folder}[level]
+    linked.parent.mkdir(parents=True, exist_ok=True)
+    linked.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="symbolic link or not a folder"):
+        _write(out, ASSET, leaf)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_device_folder_linked_to_another_devices_is_refused(tmp_path: Path, leaf: Issued) -> None:
+    out = tmp_path / "out"
+    other = _write(out, PAIR, leaf)
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    bundle_dir(out, ASSET).symlink_to(other, target_is_directory=True)
+    with pytest.raises(UnsafePathError):
+        _write(out, ASSET, issue(certs.make_ca(common_name="Other CA"), "asset-1", "EC"))
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+
+
+@pytest.mark.parametrize("target", ["dangling", "file"])
+def test_a_dangling_link_or_a_file_as_the_device_folder_is_refused(
+    tmp_path: Path, leaf: Issued, target: str
+) -> None:
+    out = tmp_path / "out"
+    folder = bundle_dir(out, ASSET)
+    folder.parent.mkdir(parents=True)
+    if target == "dangling":
+        folder.symlink_to(tmp_path / "nowhere")
+    else:
+        folder.write_text("a file\n")
+    with pytest.raises(UnsafePathError):
+        _write(out, ASSET, leaf)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_link_at_a_file_name_is_replaced_never_written_through(
+    tmp_path: Path, leaf: Issued
+) -> None:
+    out = tmp_path / "out"
+    folder = _write(out, ASSET, leaf)
+    victim = tmp_path / "victim.pem"
+    victim.write_text("keep\n")
+    (folder / "key.pem").unlink()
+    (folder / "key.pem").symlink_to(victim)
+    _write(out, ASSET, leaf)
+    assert victim.read_text() == "keep\n"
+    assert not (folder / "key.pem").is_symlink()
+    assert (folder / "key.pem").read_bytes() == leaf.key_pem
+
+
+def test_reading_a_bundle_never_follows_a_link_or_blocks_on_a_fifo(
+    tmp_path: Path, leaf: Issued
+) -> None:
+    out = tmp_path / "out"
+    folder = _write(out, ASSET, leaf)
+    relative = str(folder.relative_to(out))
+    assert read_bundle_file(out, relative, "cert.pem").decode() == leaf.cert_pem
+    (folder / "cert.pem").unlink()
+    os.mkfifo(folder / "cert.pem")
+    with pytest.raises(OSError, match="a FIFO"):
+        read_bundle_file(out, relative, "cert.pem")
+    (folder / "cert.pem").unlink()
+    (folder / "cert.pem").symlink_to(tmp_path / "elsewhere.pem")
+    with pytest.raises(OSError):  # ELOOP: the link is not followed
+        read_bundle_file(out, relative, "cert.pem")
+    with pytest.raises(UnsafePathError):
+        read_bundle_file(out, "bundles/../..", "cert.pem")

@@ -191,3 +191,65 @@ def test_saved_plan_round_trip_on_the_command_line(tmp_path: Path) -> None:
                       "--key-mode", "ec256", "--canary", "25%", "--rate", "100")
     assert ran.returncode == 0, ran.stderr
     assert sum(r["canary"] == "true" for r in read_report(tmp_path / "o2")) == 1
+
+
+def test_a_csr_path_that_is_a_fifo_is_an_invalid_row_not_a_hang(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    name = x509.Name.from_rfc4514_string("CN=good,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN")
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
+    good = tmp_path / "good.csr"
+    good.write_bytes(
+        csr.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(
+            serialization.Encoding.PEM
+        )
+    )
+    fifo = tmp_path / "fifo.csr"
+    os.mkfifo(fifo)  # a plain open() waits for a writer forever
+    rows: list[dict[str, object]] = [
+        {"orgId": "o1", "assetId": "good", "certSn": 1, "csrPath": good},
+        {"orgId": "o1", "assetId": "fifo", "certSn": 2, "csrPath": fifo},
+        {"orgId": "o1", "assetId": "zero", "certSn": 3, "csrPath": "/dev/zero"},
+    ]
+    inventory = write_csv(tmp_path / "inv.csv", rows)
+    out = tmp_path / "out"
+    result = fleet_renew("run", inventory, "--out", out, "--sandbox", "--key-mode", "csr-column")
+    assert result.returncode == 1, result.stderr
+    by = {r["assetId"]: r for r in read_report(out)}
+    assert by["good"]["status"] == "renewed"
+    assert (by["fifo"]["status"], by["fifo"]["errorClass"]) == ("invalid", "invalid_input")
+    assert "not a regular file (a FIFO)" in by["fifo"]["errorMessage"]
+    assert "not a regular file (a character device)" in by["zero"]["errorMessage"]
+
+
+def test_merge_refuses_the_same_shard_twice_or_a_shard_without_its_report(tmp_path: Path) -> None:
+    import shutil
+
+    shards = []
+    for i in range(2):
+        shard = tmp_path / f"shard-{i}"
+        result = fleet_renew("run", SAMPLE, "--out", shard, "--sandbox", "--rate", "100",
+                             "--shard", f"{i}/2")  # fmt: skip
+        assert result.returncode in (0, 1), result.stderr
+        shards.append(shard)
+    merged = tmp_path / "merged"
+    cases = {
+        "given twice": [shards[0], shards[1], shards[0]],
+        "given twice (also as": [shards[0], tmp_path / "." / "shard-0", shards[1]],
+    }
+    copy = shutil.copytree(shards[0], tmp_path / "copy-of-shard-0")
+    cases["reported by both"] = [shards[0], shards[1], copy]
+    for expected, folders in cases.items():
+        result = fleet_renew("merge", *folders, "--out", merged)
+        assert result.returncode == 2, (expected, result.stderr)
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+    (copy / "report.csv").unlink()
+    result = fleet_renew("merge", shards[1], copy, "--out", merged)
+    assert result.returncode == 2, result.stderr
+    assert "has no report.csv" in result.stderr and "Traceback" not in result.stderr
+    result = fleet_renew("merge", *shards, "--out", shards[0])
+    assert result.returncode == 2 and "is one of the shard folders" in result.stderr
+    assert not merged.exists()  # every refusal came before anything was written

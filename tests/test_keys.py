@@ -277,3 +277,12 @@ def test_material_is_frozen() -> None:
     with pytest.raises(AttributeError):
         material.key_type = "RSA-2048"  # type: ignore[misc]
     assert isinstance(material, KeyMaterial)
+
+
+def test_load_csr_file_refuses_a_device_at_once(tmp_path: Path) -> None:
+    # /dev/zero never ends and /dev/null is empty: neither is read as a CSR file.
+    for device, kind in (("/dev/zero", "a character device"), ("/dev/null", "a character device")):
+        with pytest.raises(CsrError, match=f"not a regular file \\({kind}\\)"):
+            keys.load_csr_file(device)
+    with pytest.raises(CsrError, match=r"not a regular file \(a folder\)"):
+        keys.load_csr_file(tmp_path)

@@ -165,6 +165,23 @@ def test_maintenance_exits_75_while_another_run_holds_the_lock(
     assert not (tmp_path / "out" / "2030-01-02").exists()
 
 
+def test_deleting_lock_files_does_not_let_a_second_maintenance_run_in(tmp_path: Path) -> None:
+    config = _config(tmp_path, "http://127.0.0.1:9")
+    out_root = tmp_path / "out"
+    out_root.mkdir()
+    held = maintenance.take_lock(out_root)
+    assert held is not None
+    try:
+        for leftover in out_root.glob(".*lock"):  # an operator "cleaning up a stale lock"
+            leftover.unlink()
+        result = _cron_run(config)  # a real second process, as cron starts it
+    finally:
+        os.close(held)
+    assert result.returncode == maintenance.EXIT_LOCKED, result.stderr
+    assert "another maintenance run holds" in result.stderr
+    assert _dated_folders(out_root) == []
+
+
 def test_maintenance_command_line_is_the_jobs_run_in_maintenance_mode(tmp_path: Path) -> None:
     config = maintenance.load_config(
         _config(tmp_path, "https://enos.example", renew_at_fraction=0.67, key_mode="ec256")

@@ -23,10 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from batch import keys
+from batch.bundles import bundle_dir
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import InventoryError
-from batch.job import run
+from batch.job import output_folder, run
 from batch.journal import Journal
 from batch.model import Device, Issued, KeyMode
 from batch.report import REPORT_COLUMNS, Summary
@@ -93,7 +94,7 @@ async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: 
         **options,
     )
     summary = await run(config)
-    return Result(summary, read_csv(out / "report.csv"), out, sim)
+    return Result(summary, read_csv(output_folder(config) / "report.csv"), out, sim)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -467,6 +468,7 @@ async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
     assert {r["status"] for r in result.rows} == {"skipped"}
     assert result.sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
     assert result.summary.exit_code == 0
+    assert not (result.out / "report.csv").exists()  # in out/dry-run/, never over a campaign's
 
 
 # --- malformed inventories -----------------------------------------------------------------------
@@ -518,3 +520,51 @@ async def test_broken_line_deep_in_the_csv_stops_the_run_as_an_inventory_error(
     async with simulator(rows, tmp_path) as sim:
         with pytest.raises(InventoryError):
             await run_job(sim, path, tmp_path / "out")
+
+
+# --- links planted under --out/bundles -----------------------------------------------------------
+
+
+async def test_links_planted_in_bundles_fail_their_devices_and_a_rerun_writes_them(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(5)
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    folders = [
+        bundle_dir(out, Device(row=2 + i, org_id=ORG, cert_sn=int(str(r["certSn"])),
+                               product_key="pkA", device_key=str(r["deviceKey"])))
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    folders[0].parent.mkdir(parents=True)
+    folders[0].symlink_to(outside)  # dev-0000's key.pem would land outside --out
+    folders[1].symlink_to(folders[2])  # dev-0001's cert and key would land in dev-0002's bundle
+    folders[3].symlink_to(tmp_path / "nowhere")  # dangling: killed the run
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
+        by = first.by_device()
+        for name in ("dev-0000", "dev-0001", "dev-0003"):
+            assert by[name]["status"] == "failed"
+            assert by[name]["errorClass"] == "bundle_refused"
+            assert "symbolic link" in by[name]["errorMessage"]
+            assert by[name]["newCertSn"]  # renewed at EnOS: the certificate is in the journal
+        for name in ("dev-0002", "dev-0004"):
+            assert by[name]["status"] == "renewed"
+            assert_bundle_is_sound(out / by[name]["bundlePath"], with_key=True)
+        assert load_cert(folders[2] / "cert.pem").serial_number == int(by["dev-0002"]["newCertSn"])
+        assert list(outside.iterdir()) == []
+        assert not (tmp_path / "nowhere").exists()
+        assert first.summary.exit_code == 1
+        for i in (0, 1, 3):
+            folders[i].unlink()
+        second = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
+    again = second.by_device()
+    for i, name in ((0, "dev-0000"), (1, "dev-0001"), (3, "dev-0003")):
+        assert again[name]["status"] == "renewed"
+        assert again[name]["newCertSn"] == by[name]["newCertSn"]
+        assert_bundle_is_sound(folders[i], with_key=True)
+        assert load_cert(folders[i] / "cert.pem").serial_number == int(by[name]["newCertSn"])
+    assert second.summary.exit_code == 0
+    for i in range(5):
+        assert second.renewals(f"pkA/dev-{i:04d}") == 1  # never renewed twice
