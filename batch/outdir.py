@@ -98,4 +98,3 @@ def _make(path: Path) -> None:
         raise OutDirError(f"--out {path}: a part of the path is a file, not a folder") from None
     except OSError as exc:
         raise OutDirError(f"--out {path} cannot be created: {exc.strerror or exc}") from None
-

@@ -249,7 +249,10 @@ def test_a_temporary_file_left_by_a_killed_run_never_lends_its_mode_to_the_key(
     assert mode(folder / "key.pem") == 0o600
     assert (folder / "key.pem").read_bytes() == leaf.key_pem
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
+        "ca.pem",
+        "cert.pem",
+        "fullchain.pem",
+        "key.pem",
     ]
 
 
@@ -392,7 +395,9 @@ def test_bundle_verifies_with_openssl(tmp_path: Path, ca: certs.Ca, kind: certs.
 
 
 def _write(out: Path, device: Device, leaf: Issued) -> Path:
-    return write_bundle(out, device, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem)
+    return write_bundle(
+        out, device, cert_pem=leaf.cert_pem, ca_pem=leaf.ca_pem, key_pem=leaf.key_pem
+    )
 
 
 @pytest.mark.parametrize("level", ["bundles", "org", "device"])

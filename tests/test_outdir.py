@@ -35,11 +35,15 @@ RATE = "10"  # about 4 s for the fleet: long enough to start a second command me
 
 def inventory(tmp_path: Path) -> Path:
     rows = [[ORG, "pkO", f"dev-{i:03d}", 7000 + i] for i in range(DEVICES)]
-    return write_csv(tmp_path / "inventory.csv", ["orgId", "productKey", "deviceKey", "certSn"], rows)
+    return write_csv(
+        tmp_path / "inventory.csv", ["orgId", "productKey", "deviceKey", "certSn"], rows
+    )
 
 
 def fleet_renew(*args: str | Path, credentials: bool = True) -> subprocess.CompletedProcess[str]:
-    env = clean_env(ENOS_APP_KEY=APP_KEY, ENOS_APP_SECRET=APP_SECRET) if credentials else clean_env()
+    env = (
+        clean_env(ENOS_APP_KEY=APP_KEY, ENOS_APP_SECRET=APP_SECRET) if credentials else clean_env()
+    )
     return subprocess.run(
         [str(FLEET_RENEW), *map(str, args)],
         env=env,
