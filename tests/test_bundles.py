@@ -202,10 +202,7 @@ def test_bundle_files_hold_cert_ca_chain_and_key(tmp_path: Path, leaf: Issued) -
     )
     assert folder == tmp_path / "bundles" / "o1" / "asset-1"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ca.pem",
-        "cert.pem",
-        "fullchain.pem",
-        "key.pem",
+        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
     ]
     assert (folder / "cert.pem").read_text() == leaf.cert_pem
     assert (folder / "ca.pem").read_text() == leaf.ca_pem
@@ -249,10 +246,7 @@ def test_a_temporary_file_left_by_a_killed_run_never_lends_its_mode_to_the_key(
     assert mode(folder / "key.pem") == 0o600
     assert (folder / "key.pem").read_bytes() == leaf.key_pem
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ca.pem",
-        "cert.pem",
-        "fullchain.pem",
-        "key.pem",
+        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
     ]
 
 
@@ -292,10 +286,7 @@ def test_rewrite_replaces_the_bundle_but_keeps_an_earlier_key(
     assert (folder / "key.pem").read_bytes() == leaf.key_pem  # a private key is never deleted
     assert not (folder / "bundle.p12").exists()  # it held the superseded certificate
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ca.pem",
-        "cert.pem",
-        "fullchain.pem",
-        "key.pem",
+        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
     ]
 
 
