@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean .venv-airflow
+.PHONY: venv test lint demo bench clean .venv-airflow system-deps
 
 # Airflow lives in its own virtualenv (its pins fight ours); tests/test_dag.py runs the DAG with it.
 AIRFLOW_VENV := .venv-airflow
@@ -29,7 +29,32 @@ $(AIRFLOW_STAMP): $(AIRFLOW_CONSTRAINTS)
 	$(AIRFLOW_VENV)/bin/pip install --quiet -c $(AIRFLOW_CONSTRAINTS) "apache-airflow==3.3.2"
 	touch $(AIRFLOW_STAMP)
 
-test: venv .venv-airflow
+# System packages the tests need beyond Python: tests/test_html_report.py renders report.html in
+# Debian's headless Chromium (and fails without it). As root (CI, a fresh container) `make test`
+# installs it with apt-get (~30 s); otherwise it prints the command to run and stops before
+# building or running anything.
+CHROMIUM := /usr/bin/chromium
+SYSTEM_PACKAGES := chromium
+
+system-deps:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing $(SYSTEM_PACKAGES) for tests/test_html_report.py (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
+	else \
+		echo "make test needs $(CHROMIUM) (Debian package: $(SYSTEM_PACKAGES)). Install it, then" \
+			"run make test again:" >&2; \
+		echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends" \
+			"$(SYSTEM_PACKAGES)" >&2; \
+		exit 2; \
+	fi
+
+# The virtualenvs are built only once the system packages are there (a recursive make: the
+# order holds under -j too).
+test: system-deps
+	$(MAKE) --no-print-directory venv .venv-airflow
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -2,7 +2,8 @@
 
 The page is served by a loopback aiohttp server of the test, which records every request: the
 only one it may see is the browser's request for report.html (the page fetches nothing).
-Chromium is Debian's `chromium` package, which .ci/run installs; without it these tests fail.
+Chromium is Debian's `chromium` package, which `make test` installs as root (else it says how);
+without it these tests fail.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ async def dump_dom(url: str, profile: Path) -> str:
     """The DOM of `url` after headless Chromium loaded it."""
     if not CHROMIUM.exists():
         pytest.fail(
-            f"{CHROMIUM} is missing: install it as .ci/run does "
+            f"{CHROMIUM} is missing: install it as `make test` does "
             "(apt-get update && apt-get install -y --no-install-recommends chromium)"
         )
     process = await asyncio.create_subprocess_exec(
