@@ -3,7 +3,7 @@
 Exit codes (a scheduler can act on them):
   0    every device renewed or skipped
   1    some devices failed or were invalid (see report.csv and retry.csv)
-  2    usage, configuration or inventory-file error (nothing was renewed)
+  2    usage, configuration, inventory-file or --out error, --out in use (nothing was renewed)
   3    aborted: authentication refused, or the circuit breaker tripped
   130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
 """
