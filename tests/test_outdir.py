@@ -92,7 +92,7 @@ def assert_finished_cleanly(process: subprocess.Popen[str], out: Path) -> None:
 def test_a_dry_run_on_the_out_of_a_live_run_is_refused(tmp_path: Path) -> None:
     inv, out = inventory(tmp_path), tmp_path / "out"
     with simulator_process(tmp_path, inv) as sim, live_run(inv, out, sim) as live:
-        dry = fleet_renew("run", inv, "--out", out, "--dry-run")
+        dry = fleet_renew("run", inv, "--out", out, "--dry-run", "--api-url", sim.url)
         assert dry.returncode == 2, dry.stderr
         assert "in use by another fleet-renew command" in dry.stderr
         assert "Traceback" not in dry.stderr
