@@ -53,6 +53,12 @@ class OutDir:
                 f"--out {path} is in use by another fleet-renew command (run, dry run or merge) "
                 "that is still running; wait for it to end, or choose another --out"
             ) from None
+        except OSError as exc:  # a filesystem that cannot lock a folder (some network ones)
+            os.close(fd)
+            raise OutDirError(
+                f"--out {path} cannot be locked ({exc.strerror or exc}): put it on a local "
+                "filesystem (the journal's SQLite WAL needs one too)"
+            ) from None
         claimed = cls(path, fd)
         try:
             claimed._refuse_links()
