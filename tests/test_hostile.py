@@ -1,0 +1,113 @@
+"""The job as a process against a hostile EnOS (`tests.hostile`): answers that are not HTTP,
+not JSON, far too large, or that echo the request's secrets back.
+
+Whatever comes back, no token, signature, token-service encryption, app secret or request URL
+query may appear in any file under --out, nor in the job's log (stderr, at --verbose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import hostile
+from tests.hostile import Chunks, Request
+
+FLEET_RENEW = Path(sys.executable).with_name("fleet-renew")
+APP_KEY, APP_SECRET = "hostile-app", "hostile-secret-5f0c1d2e3a4b"
+ORG = "o-hostile"
+
+# assetId -> the garbage the Renew call gets for it.
+GARBAGE: dict[str, Callable[[Request], Chunks]] = {
+    "long-header": hostile.long_header,
+    "bad-status": hostile.bad_status_line,
+    "truncated": hostile.truncated_chunked,
+    "bad-json": hostile.bad_json,
+    "reflected": hostile.reflected,
+    "reflected-5xx": hostile.reflected_5xx,
+}
+
+
+def by_asset(request: Request) -> Chunks:
+    return GARBAGE[request.query["assetId"]](request)
+
+
+def write_inventory(path: Path, assets: list[str]) -> Path:
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["orgId", "assetId", "certSn"])
+        writer.writerows([ORG, asset, 1000 + n] for n, asset in enumerate(assets))
+    return path
+
+
+async def run_job(inventory: Path, out: Path, url: str, *extra: str) -> tuple[int, str]:
+    """`fleet-renew -v run` as a process (the test's event loop keeps serving meanwhile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_")}
+    env |= {"ENOS_APP_KEY": APP_KEY, "ENOS_APP_SECRET": APP_SECRET}
+    process = await asyncio.create_subprocess_exec(
+        str(FLEET_RENEW), "-v", "run", str(inventory), "--out", str(out), "--api-url", url,
+        "--max-attempts", "2", "--timeout", "10", "--progress", "off", "--rate", "50", *extra,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, (stdout + stderr).decode("utf-8", "replace")
+
+
+def leaks(out: Path, log: str, sent: set[str]) -> list[str]:
+    """Where any of `sent` (or the app secret) appears: file names under `out`, or "log"."""
+    values = [value.encode() for value in {*sent, APP_SECRET}]
+    found = [
+        str(path.relative_to(out))
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and any(value in path.read_bytes() for value in values)
+    ]
+    if any(value.decode() in log for value in values):
+        found.append("log")
+    return found
+
+
+def report_rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "report.csv").open(newline="") as stream:
+        return {row["assetId"]: row for row in csv.DictReader(stream)}
+
+
+@pytest.mark.slow
+async def test_garbage_renew_answers_leak_no_secret_into_outputs_or_logs(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "inventory.csv", list(GARBAGE))
+    out = tmp_path / "out"
+    async with hostile.hostile_server(by_asset) as server:
+        code, log = await run_job(inventory, out, server.url)
+    sent = server.secrets_sent()
+    assert code == 1, log
+    assert len(sent) > 3 and any(r.headers.get("apim-signature") for r in server.seen)
+    assert {"report.csv", "report.parquet", "report.html", "summary.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert leaks(out, log, sent) == []
+    rows = report_rows(out)
+    assert {row["status"] for row in rows.values()} == {"failed"}
+    assert "not valid HTTP" in rows["long-header"]["errorMessage"]
+    assert "not valid HTTP" in rows["bad-status"]["errorMessage"]
+    assert "cut short" in rows["truncated"]["errorMessage"]
+    assert "not JSON" in rows["bad-json"]["errorMessage"]
+    assert rows["reflected"]["errorClass"] == "invalid_request"
+    assert "[redacted]" in rows["reflected"]["errorMessage"]
+
+
+@pytest.mark.slow
+async def test_garbage_token_service_answer_leaks_no_secret(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "inventory.csv", ["reflected"])
+    out = tmp_path / "out"
+    async with hostile.hostile_server(by_asset, token_answer=hostile.long_header) as server:
+        code, log = await run_job(inventory, out, server.url)
+    assert code == 1, log
+    assert [r.path.rsplit("/", 1)[-1] for r in server.seen][:1] == ["get"]
+    assert leaks(out, log, server.secrets_sent()) == []
+    assert "not valid HTTP" in report_rows(out)["reflected"]["errorMessage"]
