@@ -100,7 +100,7 @@ def bad_status_line(request: Request) -> Chunks:
 
 
 def truncated_chunked(request: Request) -> Chunks:
-    yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"code\":0,\"da"
+    yield b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{"code":0,"da'
     yield b""
 
 
@@ -130,8 +130,9 @@ def huge(size: int, *, declared: bool) -> Answer:
         length = f"Content-Length: {size}\r\n" if declared else "Transfer-Encoding: chunked\r\n"
         yield f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}\r\n".encode()
         block = b"A" * 65536
-        pieces = [head, *[block] * ((size - len(head) - len(tail)) // len(block)), tail]
-        for piece in pieces:
+        blocks, rest = divmod(size - len(head) - len(tail), len(block))
+        pieces = [head, *[block] * blocks, b"A" * rest, tail]
+        for piece in filter(None, pieces):  # an empty chunk would end a chunked body
             yield piece if declared else b"%x\r\n%s\r\n" % (len(piece), piece)
         if not declared:
             yield b"0\r\n\r\n"

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from batch.enos import ClientConfig, EnosClient
+from batch.enos.client import MAX_ANSWER_BYTES
+from batch.enos.errors import MalformedResponse, classify
+from batch.model import Device, ErrorClass
 from tests import hostile
 from tests.hostile import Chunks, Request
 
@@ -111,3 +115,61 @@ async def test_garbage_token_service_answer_leaks_no_secret(tmp_path: Path) -> N
     assert [r.path.rsplit("/", 1)[-1] for r in server.seen][:1] == ["get"]
     assert leaks(out, log, server.secrets_sent()) == []
     assert "not valid HTTP" in report_rows(out)["reflected"]["errorMessage"]
+
+
+# --- answers too large to read ------------------------------------------------------------
+
+BIG = 8 * MAX_ANSWER_BYTES
+
+
+def client_for(url: str) -> EnosClient:
+    return EnosClient(ClientConfig(base_url=url, app_key=APP_KEY, app_secret=APP_SECRET))
+
+
+DEVICE = Device(row=2, org_id=ORG, asset_id="a-1", cert_sn=1000)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_renew_answer_over_the_cap_is_malformed_and_not_read(declared: bool) -> None:
+    async with (
+        hostile.hostile_server(hostile.huge(BIG, declared=declared)) as server,
+        client_for(server.url) as client,
+    ):
+        with pytest.raises(MalformedResponse, match="larger than 1048576 bytes") as caught:
+            await client.renew_certificate(DEVICE, cert_sn=1000)
+    assert classify(caught.value) is ErrorClass.MALFORMED_RESPONSE
+
+
+async def test_renew_answer_just_under_the_cap_is_read_whole() -> None:
+    size = MAX_ANSWER_BYTES - 1000
+    async with (
+        hostile.hostile_server(hostile.huge(size, declared=False)) as server,
+        client_for(server.url) as client,
+    ):
+        issued = await client.renew_certificate(DEVICE, cert_sn=1000)
+    assert issued.cert_sn == "7" and len(issued.cert_pem) > size - 100
+
+
+async def test_token_answer_over_the_cap_is_malformed() -> None:
+    too_big = hostile.huge(BIG, declared=True)
+    async with (
+        hostile.hostile_server(hostile.reflected, token_answer=too_big) as server,
+        client_for(server.url) as client,
+    ):
+        with pytest.raises(MalformedResponse, match="larger than"):
+            await client.renew_certificate(DEVICE, cert_sn=1000)
+    assert [r.path.rsplit("/", 1)[-1] for r in server.seen] == ["get"]  # no business call left
+
+
+@pytest.mark.slow
+async def test_100_mb_renew_answers_are_neither_journaled_nor_bundled(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "inventory.csv", ["a-1", "a-2"])
+    out = tmp_path / "out"
+    async with hostile.hostile_server(hostile.huge(100 << 20, declared=False)) as server:
+        code, log = await run_job(inventory, out, server.url, "--max-attempts", "1")
+    assert code == 1, log
+    rows = report_rows(out)
+    assert {row["errorClass"] for row in rows.values()} == {"ambiguous"}  # rerun reconciles
+    assert all("larger than 1048576 bytes" in row["errorMessage"] for row in rows.values())
+    assert (out / "journal.sqlite").stat().st_size < MAX_ANSWER_BYTES
+    assert not any(path.is_file() for path in (out / "bundles").rglob("*"))
