@@ -108,6 +108,7 @@ def _parse_canonical(
     }
     org = text["orgId"] or default_org
     try:
+        _check_printable(values)
         if org is None:
             raise _BadValue("orgId is missing and no default org was given")
         _check_identity(text["assetId"], text["productKey"], text["deviceKey"])
@@ -126,6 +127,19 @@ def _parse_canonical(
         )
     except _BadValue as exc:
         return InvalidRow(row=row, reason=str(exc), values=_identifying(values, default_org))
+
+
+def _check_printable(values: Mapping[str, object]) -> None:
+    """Identifiers hold no control or other non-printable character (NUL, ESC, DEL, U+202E...).
+
+    They are sent to EnOS, written into the report and logs, and name bundle folders: a
+    control character there is a damaged or hostile inventory, never a device's real name.
+    Spaces and tabs around a value are fine (they are stripped).
+    """
+    for name in IDENTIFYING_COLUMNS:
+        raw = values.get(name)
+        if type(raw) is str and not raw.isprintable() and not raw.strip(" \t").isprintable():
+            raise _BadValue(f"{name} {_quote(raw)} holds a control or non-printable character")
 
 
 def _check_identity(asset_id: str | None, product_key: str | None, device_key: str | None) -> None:
@@ -152,7 +166,10 @@ def _identifying(values: Mapping[str, object], default_org: str | None) -> dict[
 def _shown(raw: object) -> str | None:
     if isinstance(raw, float) and raw.is_integer() and abs(raw) < _MAX_EXACT_FLOAT:
         return str(int(raw))  # Parquet float columns: show 42, not 42.0
-    return _text(raw)
+    text = _text(raw)
+    if text is None or text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")  # "a\x00b" shown, never written raw
 
 
 def _text(raw: object) -> str | None:
