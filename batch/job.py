@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from batch import html_report, inventory, metrics, notify, report
+from cryptography import x509
+
+from batch import html_report, inventory, metrics, notify, report, verify
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
-from batch.errors import AbortedError, BatchError, InventoryError
+from batch.errors import AbortedError, BatchError, InventoryError, UsageError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.model import Device, InvalidRow
@@ -174,6 +176,7 @@ async def _renewer(
     # serialises anyway; more threads only add GIL hand-offs.
     file_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundles"))
     return Renewer(
+        pinned_cas=_pinned_cas(config),
         client=client,
         limiter=RateLimiter(config.rate),
         journal=journal,
@@ -186,6 +189,17 @@ async def _renewer(
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
     )
+
+
+def _pinned_cas(config: RunConfig) -> tuple[x509.Certificate, ...]:
+    """Every CA certificate of the --pin-ca files; a file without one is a usage error."""
+    pinned: list[x509.Certificate] = []
+    for path in config.pin_ca:
+        try:
+            pinned.extend(verify.load_pinned(path.read_bytes(), str(path)))
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    return tuple(pinned)
 
 
 def _canary_rule(config: RunConfig, total_rows: int) -> CanaryRule | None:
@@ -259,6 +273,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
             "vanished": len(vanished),
             "vanishedDevices": vanished[:100],
             "dryRun": config.dry_run,
+            "caChanges": batch.renewer.ca_changes if batch.renewer is not None else 0,
         },
     )
     report.write_summary(config.out_dir, summary)

@@ -80,6 +80,16 @@ def test_inventory_without_required_columns_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "junk"])
+def test_pin_ca_that_is_not_a_pem_certificate_exits_2(tmp_path: Path, content: str | None) -> None:
+    pin = tmp_path / "pin.pem"
+    if content is not None:
+        pin.write_text(content)
+    result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out", "--sandbox", "--pin-ca", pin)
+    assert result.returncode == 2, result.stderr
+    assert f"--pin-ca {pin}" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_sandbox_run_of_the_sample_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "20",

@@ -31,6 +31,8 @@ from batch.journal import Journal
 from batch.model import Device, Issued, KeyMode
 from batch.report import REPORT_COLUMNS, Summary
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from batch.simulator.ca import Authority
+from tests import certs
 
 ORG = "o-test"
 KEY, SECRET = "pipeline-key", "pipeline-secret"
@@ -518,3 +520,59 @@ async def test_broken_line_deep_in_the_csv_stops_the_run_as_an_inventory_error(
     async with simulator(rows, tmp_path) as sim:
         with pytest.raises(InventoryError):
             await run_job(sim, path, tmp_path / "out")
+
+
+# --- the issuing CA: --pin-ca, and a CA not seen before in the campaign ------------------
+
+
+def sim_ca_pem(sim: RunningSimulator) -> str:
+    """The simulator's CA for the EC keys its seeded devices hold (what reuse renews)."""
+    return sim.simulator.authorities[Authority.ECC].pem
+
+
+async def test_pinned_ca_accepts_the_simulators_certificates(tmp_path: Path) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        pin = tmp_path / "pin.pem"
+        pin.write_text(certs.make_ca(common_name="Unrelated CA").pem + "\n" + sim_ca_pem(sim))
+        result = await run_job(sim, inventory, tmp_path / "out", pin_ca=(pin,))
+    assert [r["status"] for r in result.rows] == ["renewed", "renewed"]
+    assert result.summary.extra["caChanges"] == 0
+
+
+async def test_a_certificate_from_an_unpinned_ca_fails_verification_and_is_kept(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    pin = tmp_path / "pin.pem"
+    pin.write_text(certs.make_ca(common_name="EnOS CA").pem)  # a look-alike, not EnOS's CA
+    async with simulator(rows, tmp_path) as sim:
+        result = await run_job(sim, inventory, tmp_path / "out", pin_ca=(pin,))
+        issued = {name: sim.device(f"pkA/{name}").certificates[-1] for name in result.by_device()}
+    assert result.summary.exit_code == 1
+    for name, row in result.by_device().items():
+        assert (row["status"], row["errorClass"]) == ("failed", "verification_failed")
+        assert "does not chain to a pinned CA" in row["errorMessage"]
+        kept = load_cert(result.out / row["bundlePath"] / "cert.pem")  # kept, as DESIGN says
+        assert str(kept.serial_number) == row["newCertSn"] == str(issued[name].serial)
+
+
+async def test_a_ca_not_seen_before_in_the_campaign_is_noted_and_counted(tmp_path: Path) -> None:
+    first, later = fleet(2), fleet(2, start=5000)
+    for n, row in enumerate(later):
+        row["deviceKey"] = f"late-{n}"
+    out = tmp_path / "out"
+    async with simulator(first, tmp_path) as sim:
+        done = await run_job(sim, write_inventory(tmp_path / "one.csv", first), out)
+    assert all(not r["note"] for r in done.rows) and done.summary.extra["caChanges"] == 0
+    # The same campaign goes on against an EnOS whose CA has changed (a new simulator, new CA).
+    async with simulator(later, tmp_path) as rotated:
+        result = await run_job(rotated, write_inventory(tmp_path / "two.csv", first + later), out)
+    fresh = [r for r in result.rows if r["deviceKey"].startswith("late-")]
+    assert [r["status"] for r in fresh] == ["renewed", "renewed"]
+    notes = [r["note"] for r in fresh if "CA not seen before in this campaign" in r["note"]]
+    assert len(notes) == 1 and "sha256 " in notes[0]  # said once, on the first such row
+    assert result.summary.extra["caChanges"] == 1
+    assert json.loads((out / "summary.json").read_text())["extra"]["caChanges"] == 1
