@@ -56,8 +56,15 @@ async def run(config: RunConfig) -> report.Summary:
             except* AbortedError as group:
                 batch.aborted = _first_message(group)
                 log.error("aborted: %s", batch.aborted)
-            except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
-                raise InventoryError(_first_message(group)) from None
+            except* InventoryError as group:
+                # The whole file was read before anything was sent (`_open_inventory`): only a
+                # file changed during the run gets here. Once requests have gone out, exit 2
+                # ("nothing was sent") would be false: the run aborts (exit 3) with its summary.
+                if batch.renewer is None or batch.renewer.limiter.acquired == 0:
+                    raise InventoryError(_first_message(group)) from None
+                reason = _first_message(group)
+                batch.aborted = f"the inventory became unreadable during the run: {reason}"
+                log.error("aborted: %s", batch.aborted)
     summary = _finish(config, batch, started)
     await _publish(config, summary, batch)
     return summary
@@ -66,11 +73,15 @@ async def run(config: RunConfig) -> report.Summary:
 def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
     """The inventory's rows, SHA-256 and row count, after every check that can refuse the run.
 
-    Opening the inventory checks the file and its header, and a saved plan is checked against
-    it: a bad file or a changed plan stops the run (exit 2) before anything starts, the sandbox
-    simulator included.
+    Opening the inventory checks the file and its header, the whole file is read once to find
+    damage anywhere in it, and a saved plan is checked against it: a bad file or a changed plan
+    stops the run (exit 2) before anything starts, the sandbox simulator included.
     """
     rows = inventory.read_inventory(
+        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+    )
+    # A file damaged at row 50,000 must stop the run before the devices above it are renewed.
+    inventory.check_readable(
         config.inventory, fmt=config.inventory_format, default_org=config.org_id
     )
     fingerprint = inventory.inventory_fingerprint(config.inventory)

@@ -6,6 +6,7 @@ and the simulator's own record of what happened.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import stat
@@ -28,7 +29,7 @@ from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import InventoryError
 from batch.job import run
 from batch.journal import Journal
-from batch.model import Device, Issued, KeyMode
+from batch.model import Device, Issued, KeyMode, Status
 from batch.report import REPORT_COLUMNS, Summary
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from batch.simulator.ca import Authority
@@ -576,3 +577,50 @@ async def test_a_ca_not_seen_before_in_the_campaign_is_noted_and_counted(tmp_pat
     assert len(notes) == 1 and "sha256 " in notes[0]  # said once, on the first such row
     assert result.summary.extra["caChanges"] == 1
     assert json.loads((out / "summary.json").read_text())["extra"]["caChanges"] == 1
+
+
+# --- an inventory damaged far down -------------------------------------------------------
+
+
+def damaged_csv(path: Path, valid: int, total: int, bad_line: int) -> Path:
+    """`valid` devices of `fleet`, then rows without a certSn (invalid, never sent) up to
+    `total` rows, with a byte that is not UTF-8 on line `bad_line` (the header is line 1)."""
+    lines = [b"orgId,productKey,deviceKey,certSn\n"]
+    for n in range(total):
+        sn = str(1000 + n).encode() if n < valid else b""
+        lines.append(b"o-test,pkA,dev-%04d,%s\n" % (n, sn))
+    lines[bad_line - 1] = b"o-test,pkA,dev-\xff,1\n"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+async def test_an_encoding_error_at_row_55000_stops_the_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    inventory = damaged_csv(tmp_path / "inv.csv", valid=40, total=60_000, bad_line=55_000)
+    async with simulator(fleet(40), tmp_path) as sim:
+        with pytest.raises(InventoryError, match="not a readable CSV") as caught:
+            await run_job(sim, inventory, tmp_path / "out")
+        assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
+    assert "line 55000 is not UTF-8" in caught.value.message
+
+
+async def test_an_inventory_damaged_during_the_run_aborts_with_exit_3_not_2(tmp_path: Path) -> None:
+    # 5 devices, one worker, 200 ms an answer: the producer waits on the queue inside the first
+    # 50,000-row chunk while the test damages the file's last line; the second chunk finds it.
+    inventory = damaged_csv(tmp_path / "inv.csv", valid=5, total=80_000, bad_line=2)
+    size = inventory.stat().st_size
+    with inventory.open("r+b") as fh:  # undo the damage: the file starts out clean
+        fh.write(b"orgId,productKey,deviceKey,certSn\no-test,pkA,dev-0000,1000\n")
+    assert inventory.stat().st_size == size
+    async with simulator(fleet(5), tmp_path, latency_ms=200) as sim:
+        job = asyncio.create_task(run_job(sim, inventory, tmp_path / "out", concurrency=1))
+        while sim.state_dict()["stats"]["requests"].get("renew", 0) == 0:
+            await asyncio.sleep(0.005)
+        with inventory.open("r+b") as fh:
+            fh.seek(size - 4)
+            fh.write(b"\xff")
+        result = await job
+    assert result.summary.exit_code == 3
+    assert "inventory became unreadable during the run" in (result.summary.aborted_reason or "")
+    assert result.summary.counts_by_status[Status.RENEWED] >= 1
