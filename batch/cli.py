@@ -3,8 +3,8 @@
 Exit codes (a scheduler can act on them):
   0    every device renewed or skipped
   1    some devices failed or were invalid (see report.csv and retry.csv)
-  2    usage, configuration or inventory-file error (nothing was renewed)
-  3    aborted: authentication refused, or the circuit breaker tripped
+  2    usage, configuration or inventory-file error (nothing was sent)
+  3    aborted: authentication refused, circuit breaker, or inventory unreadable mid-run
   130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
 """
 
