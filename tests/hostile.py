@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -140,6 +141,20 @@ def huge(size: int, *, declared: bool) -> Answer:
     return answer
 
 
+def gzip_bomb(size: int) -> Answer:
+    """A small gzip body (~1/1000 of `size`) that inflates to `size` bytes of JSON junk."""
+
+    def answer(request: Request) -> Chunks:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+        parts = [packer.compress(b'{"code":0,"data":{"cert":"')]
+        parts += [packer.compress(b"A" * (1 << 20)) for _ in range(size >> 20)]
+        parts.append(packer.flush())
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return http("200 OK", headers, b"".join(parts))
+
+    return answer
+
+
 @asynccontextmanager
 async def hostile_server(
     answer: Answer, *, token_answer: Answer | None = None
@@ -156,8 +171,8 @@ async def hostile_server(
                         return  # an empty chunk: hang up here, mid-answer
                     writer.write(chunk)
                     await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client gave up on us: that is what these answers are for
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client gave up on us (that is what these answers are for), or we stop
         finally:
             writer.close()
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from batch.enos import ClientConfig, EnosClient
@@ -64,13 +65,21 @@ async def run_job(inventory: Path, out: Path, url: str, *extra: str) -> tuple[in
     return process.returncode, (stdout + stderr).decode("utf-8", "replace")
 
 
+def readable(path: Path) -> bytes:
+    """A file's bytes, and for Parquet also its decoded values (its pages may be compressed)."""
+    data = path.read_bytes()
+    if path.suffix == ".parquet":
+        data += str(pq.read_table(path).to_pylist()).encode()
+    return data
+
+
 def leaks(out: Path, log: str, sent: set[str]) -> list[str]:
     """Where any of `sent` (or the app secret) appears: file names under `out`, or "log"."""
     values = [value.encode() for value in {*sent, APP_SECRET}]
     found = [
         str(path.relative_to(out))
         for path in sorted(out.rglob("*"))
-        if path.is_file() and any(value in path.read_bytes() for value in values)
+        if path.is_file() and any(value in readable(path) for value in values)
     ]
     if any(value.decode() in log for value in values):
         found.append("log")
@@ -138,6 +147,15 @@ async def test_renew_answer_over_the_cap_is_malformed_and_not_read(declared: boo
         with pytest.raises(MalformedResponse, match="larger than 1048576 bytes") as caught:
             await client.renew_certificate(DEVICE, cert_sn=1000)
     assert classify(caught.value) is ErrorClass.MALFORMED_RESPONSE
+
+
+async def test_a_compressed_answer_that_inflates_past_the_cap_is_malformed() -> None:
+    async with (
+        hostile.hostile_server(hostile.gzip_bomb(16 << 20)) as server,
+        client_for(server.url) as client,
+    ):
+        with pytest.raises(MalformedResponse, match="larger than 1048576 bytes"):
+            await client.renew_certificate(DEVICE, cert_sn=1000)
 
 
 async def test_renew_answer_just_under_the_cap_is_read_whole() -> None:
