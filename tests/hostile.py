@@ -117,6 +117,13 @@ def reflected(request: Request) -> Chunks:
     return http("200 OK", {"X-Echo": token, "Content-Type": "application/json"}, body.encode())
 
 
+def token_refused_reflecting(request: Request) -> Chunks:
+    """A token-service refusal whose message repeats the request body (encryption included)."""
+    msg = f"invalid encryption in {request.body.decode()}"
+    body = json.dumps({"status": 1002, "msg": msg, "requestId": "r-1"}).encode()
+    return http("200 OK", {"Content-Type": "application/json"}, body)
+
+
 def reflected_5xx(request: Request) -> Chunks:
     body = json.dumps({"message": f"upstream failed: {request.target} {request.headers}"})
     return http("502 Bad Gateway", {"Content-Type": "application/json"}, body.encode())

@@ -97,6 +97,12 @@ def test_token_expired_is_recognised(status: int, raw: bytes, expired: bool) -> 
         ("Tue, 14 Nov 2023 22:14:00 GMT", 40.0),  # NOW (22:13:20) + 40 s
         ("Tue, 14 Nov 2023 22:00:00 GMT", 0.0),  # in the past
         ("soon", None),
+        # Hostile or broken: never a wait past MAX_RETRY_AFTER_S, never an infinite one.
+        ("99999999", 300.0),
+        ("1e308", 300.0),
+        ("inf", None),
+        ("nan", None),
+        ("Fri, 14 Nov 2098 22:14:00 GMT", 300.0),
     ],
 )
 def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: float | None) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from batch.enos import ClientConfig, EnosClient
 from batch.enos.client import MAX_ANSWER_BYTES
-from batch.enos.errors import MalformedResponse, classify
+from batch.enos.errors import AuthError, MalformedResponse, classify
 from batch.model import Device, ErrorClass
 from tests import hostile
 from tests.hostile import Chunks, Request
@@ -124,6 +124,20 @@ async def test_garbage_token_service_answer_leaks_no_secret(tmp_path: Path) -> N
     assert [r.path.rsplit("/", 1)[-1] for r in server.seen][:1] == ["get"]
     assert leaks(out, log, server.secrets_sent()) == []
     assert "not valid HTTP" in report_rows(out)["reflected"]["errorMessage"]
+
+
+async def test_a_token_service_refusal_echoing_the_request_is_redacted() -> None:
+    refusal = hostile.token_refused_reflecting
+    async with (
+        hostile.hostile_server(hostile.reflected, token_answer=refusal) as server,
+        client_for(server.url) as client,
+    ):
+        with pytest.raises(AuthError) as caught:
+            await client.renew_certificate(DEVICE, cert_sn=1000)
+    text = str(caught.value)
+    assert "invalid encryption in" in text and "[redacted]" in text and APP_KEY in text
+    assert not [secret for secret in server.secrets_sent() if secret in text]
+    assert APP_SECRET not in text
 
 
 # --- answers too large to read ------------------------------------------------------------

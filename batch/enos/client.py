@@ -53,6 +53,7 @@ JSON_TYPE = "application/json;charset=UTF-8"
 # or hostile gateway can make us spend (workers x 1 MiB).
 MAX_ANSWER_BYTES = 1 << 20
 _READ_CHUNK = 1 << 16
+_TOKEN_SECRETS = ("encryption", "accessToken")  # token-service request fields never repeated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,7 +299,8 @@ class EnosClient:
         The answer's `msg` becomes an error text in TokenManager: it leaves here redacted of
         what this request sent (the encryption, an old token, the app secret).
         """
-        secrets = {self._config.app_secret, *(str(v) for v in payload.values())}
+        secrets = {self._config.app_secret}
+        secrets.update(str(payload[name]) for name in _TOKEN_SECRETS if name in payload)
         headers = {"Content-Type": JSON_TYPE}
         url = URL(f"{self._config.base_url}{path}")
         try:
