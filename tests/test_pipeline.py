@@ -624,3 +624,30 @@ async def test_an_inventory_damaged_during_the_run_aborts_with_exit_3_not_2(tmp_
     assert result.summary.exit_code == 3
     assert "inventory became unreadable during the run" in (result.summary.aborted_reason or "")
     assert result.summary.counts_by_status[Status.RENEWED] >= 1
+
+
+async def test_a_damaged_parquet_page_at_row_100000_stops_the_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+
+    n = 120_000
+    table = pa.table(
+        {
+            "orgId": [ORG] * n,
+            "productKey": ["pkA"] * n,
+            "deviceKey": [f"dev-{i:04d}" for i in range(n)],
+            "certSn": [1000 + i for i in range(n)],
+        }
+    )
+    path = tmp_path / "inv.parquet"
+    pq.write_table(table, path, row_group_size=50_000)
+    chunk = pq.ParquetFile(path).metadata.row_group(2).column(2)  # rows 100,000+, deviceKey
+    data = bytearray(path.read_bytes())
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle : middle + 64] = b"\xa5" * 64  # the snappy page no longer decompresses
+    path.write_bytes(bytes(data))
+    async with simulator(fleet(40), tmp_path) as sim:
+        with pytest.raises(InventoryError, match="not a readable Parquet file"):
+            await run_job(sim, path, tmp_path / "out")
+        assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
