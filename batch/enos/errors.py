@@ -67,10 +67,13 @@ MAX_REQUEST_ID = 100
 
 
 def redact(text: str, secrets: Collection[str], *, limit: int = MAX_MESSAGE) -> str:
-    """`text` without any of `secrets` (longest first), cut to `limit` characters."""
+    """`text` without any of `secrets` (longest first), control characters escaped (no
+    terminal escape reaches a log), cut to `limit` characters."""
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, REDACTED)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
