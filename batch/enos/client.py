@@ -337,7 +337,7 @@ class EnosClient:
         if self._session is None:
             raise RuntimeError("EnosClient used outside `async with`")
         progress = _Progress()
-        where = f"{url.scheme}://{url.authority}{url.path}"  # never the query
+        where = f"{url.origin()}{url.path}"  # never the query, nor user info in the URL
         try:
             async with self._session.request(
                 method, url, data=data, headers=headers, trace_request_ctx=progress
