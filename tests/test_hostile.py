@@ -19,7 +19,7 @@ import pytest
 
 from batch.enos import ClientConfig, EnosClient
 from batch.enos.client import MAX_ANSWER_BYTES
-from batch.enos.errors import AuthError, MalformedResponse, classify
+from batch.enos.errors import AuthError, GatewayError, MalformedResponse, classify
 from batch.model import Device, ErrorClass
 from tests import hostile
 from tests.hostile import Chunks, Request
@@ -138,6 +138,23 @@ async def test_a_token_service_refusal_echoing_the_request_is_redacted() -> None
     assert "invalid encryption in" in text and "[redacted]" in text and APP_KEY in text
     assert not [secret for secret in server.secrets_sent() if secret in text]
     assert APP_SECRET not in text
+
+
+async def test_a_redirect_is_not_followed_so_the_token_goes_nowhere_else() -> None:
+    async with hostile.hostile_server(hostile.reflected) as elsewhere:
+
+        def redirect(request: Request) -> Chunks:
+            location = f"{elsewhere.url}/steal?{request.query_string}"
+            return hostile.http("307 Temporary Redirect", {"Location": location}, b"")
+
+        async with (
+            hostile.hostile_server(redirect) as server,
+            client_for(server.url) as client,
+        ):
+            with pytest.raises(GatewayError) as caught:
+                await client.renew_certificate(DEVICE, cert_sn=1000)
+    assert caught.value.http_status == 307 and elsewhere.seen == []
+    assert [r.query.get("action") for r in server.seen if r.query] == ["renew"]
 
 
 # --- answers too large to read ------------------------------------------------------------

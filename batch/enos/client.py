@@ -340,7 +340,12 @@ class EnosClient:
         where = f"{url.origin()}{url.path}"  # never the query, nor user info in the URL
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, trace_request_ctx=progress
+                method,
+                url,
+                data=data,
+                headers=headers,
+                trace_request_ctx=progress,
+                allow_redirects=False,  # a redirect would carry the token's headers elsewhere
             ) as response:
                 body = await _read_bounded(response, where)
                 return _Answer(response.status, body, response.headers.get("Retry-After"))
