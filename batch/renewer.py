@@ -37,6 +37,7 @@ from batch.enos.errors import (
     TransportError,
     classify,
     is_retryable,
+    redact,
 )
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
@@ -205,10 +206,8 @@ class Renewer:
         if first:
             return None
         self.ca_changes += 1
-        note = (
-            f"issued by a CA not seen before in this campaign: {verified.ca_subject} "
-            f"(sha256 {fingerprint})"
-        )
+        subject = redact(verified.ca_subject or "", ())  # the answer's text: escape controls
+        note = f"issued by a CA not seen before in this campaign: {subject} (sha256 {fingerprint})"
         log.warning("%s", note)
         return note
 
