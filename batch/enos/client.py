@@ -72,6 +72,10 @@ class ClientConfig:
         url = URL(self.base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise UsageError(f"EnOS base URL must be http(s)://host[:port]: {self.base_url!r}")
+        if url.user is not None or url.password is not None:
+            # A password in a URL ends up in argv, shell history and logs: secrets come from
+            # the environment only.
+            raise UsageError("EnOS base URL must not carry a user or password")
         if url.query_string or url.fragment:
             raise UsageError(f"EnOS base URL must not carry a query or fragment: {url}")
         object.__setattr__(self, "base_url", str(url).rstrip("/"))
