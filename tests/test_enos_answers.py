@@ -61,6 +61,17 @@ def test_unusable_envelopes_are_malformed(raw: bytes) -> None:
         parse_envelope(200, raw)
 
 
+# JSON nested past the decoder's depth: 200,000 brackets, well inside the 1 MiB answer cap.
+NESTED = b"[" * 200_000 + b"]" * 200_000
+
+
+def test_json_nested_past_the_decoders_depth_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedResponse):
+        parse_envelope(200, NESTED)
+    assert says_token_expired(401, b'{"code": 1203, "x": ' + NESTED + b"}") is False
+    assert isinstance(status_error(502, NESTED), GatewayError)
+
+
 def test_status_errors() -> None:
     throttled = status_error(429, body({"message": "API rate limit exceeded"}), retry_after=3.0)
     assert isinstance(throttled, ThrottledError) and throttled.retry_after == 3.0

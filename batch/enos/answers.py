@@ -51,7 +51,9 @@ def decode_json(status: int, body: bytes) -> object:
     """The JSON in an answer body, or MalformedResponse."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: "[[[[..." nested past the decoder's depth, from a broken or hostile
+        # gateway; it must be this answer's failure, not the batch's crash.
         raise MalformedResponse(
             f"EnOS answer is not JSON (HTTP {status})", http_status=status
         ) from exc
@@ -61,7 +63,7 @@ def json_object(body: bytes) -> Mapping[str, object]:
     """The JSON object in an (error) answer body, or {} when there is none."""
     try:
         decoded = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     return decoded if isinstance(decoded, dict) else {}
 
