@@ -20,11 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch import html_report, inventory, metrics, notify, report
+from cryptography import x509
+
+from batch import html_report, inventory, metrics, notify, report, verify
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
-from batch.errors import AbortedError, BatchError, InventoryError
+from batch.errors import AbortedError, BatchError, InventoryError, UsageError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.model import Device, InvalidRow
@@ -55,19 +57,34 @@ async def run(config: RunConfig) -> report.Summary:
         if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
             config = dataclasses.replace(config, out_dir=output_folder(config))
             claims.enter_context(OutDir.claim(config.out_dir))
-        async with contextlib.AsyncExitStack() as stack:
-            batch = await _set_up(config, stack, fingerprint, total_rows)
-            with _signals(batch):
-                try:
-                    await batch.run(rows)
-                except* AbortedError as group:
-                    batch.aborted = _first_message(group)
-                    log.error("aborted: %s", batch.aborted)
-                except* InventoryError as group:  # a broken row deep in the file: exit 2 too
-                    raise InventoryError(_first_message(group)) from None
+        batch = await _run_batch(config, rows, fingerprint, total_rows)
         summary = _finish(config, batch, started)
         await _publish(config, summary, batch)
     return summary
+
+
+async def _run_batch(
+    config: RunConfig, rows: Iterator[Device | InvalidRow], fingerprint: str, total_rows: int
+) -> Batch:
+    """Set up, run the pipeline over `rows` and close everything; the batch tells how it ended."""
+    async with contextlib.AsyncExitStack() as stack:
+        batch = await _set_up(config, stack, fingerprint, total_rows)
+        with _signals(batch):
+            try:
+                await batch.run(rows)
+            except* AbortedError as group:
+                batch.aborted = _first_message(group)
+                log.error("aborted: %s", batch.aborted)
+            except* InventoryError as group:
+                # The whole file was read before anything was sent (`_open_inventory`): only a
+                # file changed during the run gets here. Once requests have gone out, exit 2
+                # ("nothing was sent") would be false: the run aborts (exit 3) with its summary.
+                if batch.renewer is None or batch.renewer.limiter.acquired == 0:
+                    raise InventoryError(_first_message(group)) from None
+                reason = _first_message(group)
+                batch.aborted = f"the inventory became unreadable during the run: {reason}"
+                log.error("aborted: %s", batch.aborted)
+    return batch
 
 
 def output_folder(config: RunConfig) -> Path:
@@ -78,11 +95,15 @@ def output_folder(config: RunConfig) -> Path:
 def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
     """The inventory's rows, SHA-256 and row count, after every check that can refuse the run.
 
-    Opening the inventory checks the file and its header, and a saved plan is checked against
-    it: a bad file or a changed plan stops the run (exit 2) before anything starts, the sandbox
-    simulator included.
+    Opening the inventory checks the file and its header, the whole file is read once to find
+    damage anywhere in it, and a saved plan is checked against it: a bad file or a changed plan
+    stops the run (exit 2) before anything starts, the sandbox simulator included.
     """
     rows = inventory.read_inventory(
+        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+    )
+    # A file damaged at row 50,000 must stop the run before the devices above it are renewed.
+    inventory.check_readable(
         config.inventory, fmt=config.inventory_format, default_org=config.org_id
     )
     fingerprint = inventory.inventory_fingerprint(config.inventory)
@@ -186,6 +207,7 @@ async def _renewer(
     # serialises anyway; more threads only add GIL hand-offs.
     file_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundles"))
     return Renewer(
+        pinned_cas=_pinned_cas(config),
         client=client,
         limiter=RateLimiter(config.rate),
         journal=journal,
@@ -198,6 +220,17 @@ async def _renewer(
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
     )
+
+
+def _pinned_cas(config: RunConfig) -> tuple[x509.Certificate, ...]:
+    """Every CA certificate of the --pin-ca files; a file without one is a usage error."""
+    pinned: list[x509.Certificate] = []
+    for path in config.pin_ca:
+        try:
+            pinned.extend(verify.load_pinned(path.read_bytes(), str(path)))
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    return tuple(pinned)
 
 
 def _canary_rule(config: RunConfig, total_rows: int) -> CanaryRule | None:
@@ -271,6 +304,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
             "vanished": len(vanished),
             "vanishedDevices": vanished[:100],
             "dryRun": config.dry_run,
+            "caChanges": batch.renewer.ca_changes if batch.renewer is not None else 0,
         },
     )
     report.write_summary(config.out_dir, summary)
