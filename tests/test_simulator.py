@@ -173,6 +173,21 @@ async def test_token_get_after_expiry_returns_a_new_token(sim_config: SimulatorC
         assert await raw.login() != first
 
 
+async def test_single_token_mode_get_invalidates_the_previous_token(
+    sim_config: SimulatorConfig,
+) -> None:
+    async with raw_simulator(dataclasses.replace(sim_config, single_token=True)) as raw:
+        first = await raw.login()
+        assert (await raw.call("list", {"orgId": SIM_ORG, **ASSET_1})).body["code"] == 0
+        second = await raw.login()
+        assert second != first
+        refused = await raw.call("list", {"orgId": SIM_ORG, **ASSET_1}, token=first)
+        assert refused.status == 401
+        assert refused.body == {"message": "Invalid authentication credentials"}
+        accepted = await raw.call("list", {"orgId": SIM_ORG, **ASSET_1}, token=second)
+        assert accepted.status == 200 and accepted.body["code"] == 0
+
+
 # -- gateway: signatures ----------------------------------------------------------------------
 
 

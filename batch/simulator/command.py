@@ -49,7 +49,21 @@ _RATE = click.FloatRange(0.0, 1.0)
     "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
 )
 @click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
-@click.option("--token-ttl", default=7200.0, show_default=True, help="Access token lifetime, s.")
+@click.option(
+    "--token-ttl",
+    default=7200.0,
+    show_default=True,
+    help="Access token lifetime, s. A business call with an expired token gets HTTP 401 with "
+    '{"status": 1203, "msg": "access token has expired"} (guess: docs are silent on that '
+    "answer's HTTP status and shape).",
+)
+@click.option(
+    "--single-token",
+    is_flag=True,
+    help="Every token get mints a new token and the app's previous token stops working "
+    "(HTTP 401) (guess: docs are silent; without it get returns the current token while it "
+    "is valid, as documented).  [default: off]",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the fault injection RNG.")
 @click.option(
     "--state-out",
@@ -80,6 +94,7 @@ def simulate(  # one parameter per documented option
     product_max_days: int,
     ca_days: int,
     token_ttl: float,
+    single_token: bool,
     seed: int,
     state_out: Path | None,
     list_includes_pem: bool,
@@ -100,6 +115,7 @@ def simulate(  # one parameter per documented option
             product_max_days=product_max_days,
             ca_days=ca_days,
             token_ttl=token_ttl,
+            single_token=single_token,
             seed=seed,
             list_includes_pem=list_includes_pem,
             retry_after=retry_after,

@@ -27,6 +27,7 @@ class SimulatorConfig:
     product_max_days: int = 3650
     ca_days: int = 3650
     token_ttl: float = 7200.0  # seconds
+    single_token: bool = False  # every token `get` invalidates the previous token (a guess)
     seed: int = 0
     list_includes_pem: bool = False  # List answers a PEM in `cert` (the documented sample: serial)
     retry_after: float | None = None  # seconds to send as Retry-After on HTTP 429

@@ -83,6 +83,7 @@ class Simulator:
             ttl=config.token_ttl,
             clock=clock,
             rng=random.Random(f"{config.seed}/tokens"),
+            single_token=config.single_token,
         )
         self.request_ids = random.Random(f"{config.seed}/request-ids")
         self.faults = FaultPlan(config, random.Random(config.seed))
