@@ -55,6 +55,18 @@ class KeyMode(enum.StrEnum):
     CSR_COLUMN = "csr-column"  # a CSR file per device, named by the inventory's csrPath
 
 
+class ParamPlacement(enum.StrEnum):
+    """Where Renew's certSn, validDay and issueAuthority travel (or, for a gateway, are read).
+
+    Every cloud Renew page puts them in the JSON body; the Edge Renew page puts certSn and
+    validDay in the query. BOTH sends them in both places, so either kind of gateway finds them.
+    """
+
+    QUERY = "query"
+    BODY = "body"
+    BOTH = "both"
+
+
 class Resolution(enum.StrEnum):
     """How a device's final state was reached."""
 

@@ -170,16 +170,46 @@ async def test_renew_without_csr_reissues_and_device_by_product_and_device_key()
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
 
 
-@pytest.mark.parametrize("params_in", ["query", "body"])
-async def test_renew_works_with_params_in_query_and_in_body(params_in: str) -> None:
+@pytest.mark.parametrize(
+    ("params_in", "gateway_reads"),
+    [
+        ("both", "body"),  # the default request on a cloud gateway
+        ("both", "query"),  # the default request on an Edge gateway
+        ("both", "both"),
+        ("query", "query"),
+        ("query", "both"),
+        ("body", "body"),
+        ("body", "both"),
+    ],
+)
+async def test_renew_works_where_the_gateway_reads_what_is_sent(
+    params_in: str, gateway_reads: str
+) -> None:
     csr, _ = ec_csr("a-3")
-    async with sim_and_client(client_kw={"params_in": params_in}) as (sim, client):
+    client_kw = {"params_in": params_in}
+    async with sim_and_client(client_kw=client_kw, param_placement=gateway_reads) as (sim, client):
         issued = await client.renew_certificate(
             asset("a-3"), cert_sn=1003, csr=csr, valid_day=45, issue_authority="ECC"
         )
         assert sim.device("a-3").renewals == 1
     cert = x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    # validDay (and the ECC authority the CSR needs) were read from the strict gateway's place
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=45)
+    assert issued.issue_authority == "ECC"
+
+
+@pytest.mark.parametrize(("params_in", "gateway_reads"), [("query", "body"), ("body", "query")])
+async def test_renew_fails_where_the_gateway_does_not_read_what_is_sent(
+    params_in: str, gateway_reads: str
+) -> None:
+    """The simulator is strict: a request shape that one gateway kind ignores fails there."""
+    client_kw = {"params_in": params_in}
+    async with sim_and_client(client_kw=client_kw, param_placement=gateway_reads) as (sim, client):
+        with pytest.raises(ApiError) as caught:
+            await client.renew_certificate(asset("a-3"), cert_sn=1003, valid_day=45)
+        assert sim.device("a-3").renewals == 0
+    assert caught.value.code == 99400
+    assert caught.value.message == "Invalid Argument certSn:certSn is missing"
 
 
 # -- validity rules ---------------------------------------------------------------------------
@@ -571,7 +601,7 @@ def check_signature(seen: Seen, token: str) -> None:
 
 
 async def test_query_mode_signs_and_sends_certsn_and_validday_in_the_query() -> None:
-    async with gateway_client() as (gw, client):
+    async with gateway_client(params_in="query") as (gw, client):
         gw.replies.append(ok(ISSUED | {"certSn": 52771}))
         issued = await client.renew_certificate(
             asset("a-1"), cert_sn=52770, csr="CSR-PEM\né", valid_day=220, issue_authority="RSA"
@@ -599,6 +629,26 @@ async def test_body_mode_sends_certsn_as_a_json_number_in_the_body() -> None:
     [seen] = gw.business()
     assert seen.query == {"action": "renew", "orgId": ORG, "assetId": "a-1"}
     assert json.loads(seen.body) == {"certSn": 52770, "validDay": 220}
+    check_signature(seen, "gw-token-1")
+
+
+async def test_default_mode_sends_the_parameters_in_the_body_and_the_query_signed() -> None:
+    async with gateway_client() as (gw, client):
+        gw.replies.append(ok(ISSUED | {"certSN": "52771"}))
+        await client.renew_certificate(
+            asset("a-1"), cert_sn=52770, csr="CSR-PEM\né", valid_day=220, issue_authority="RSA"
+        )
+    [seen] = gw.business()
+    assert seen.query == {
+        "action": "renew",
+        "orgId": ORG,
+        "assetId": "a-1",
+        "certSn": "52770",
+        "validDay": "220",
+        "issueAuthority": "RSA",
+    }
+    body = {"csr": "CSR-PEM\né", "certSn": 52770, "validDay": 220, "issueAuthority": "RSA"}
+    assert json.loads(seen.body) == body
     check_signature(seen, "gw-token-1")
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace, TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import aiohttp
 from yarl import URL
@@ -33,7 +33,7 @@ from batch.enos.auth import TokenManager
 from batch.enos.errors import NetworkError, RequestTimeout
 from batch.enos.signing import sign
 from batch.errors import UsageError
-from batch.model import CertRecord, DeviceRef, Issued, device_identity
+from batch.model import CertRecord, DeviceRef, Issued, ParamPlacement, device_identity
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ClientConfig:
     base_url: str
     app_key: str
     app_secret: str = field(repr=False)  # never in reprs or logs
-    params_in: Literal["query", "body"] = "query"  # where Renew's certSn/validDay go
+    params_in: ParamPlacement = ParamPlacement.BOTH  # where Renew's certSn/validDay/... go
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
     ca_bundle: str | None = None  # extra CA file for private gateways; verification stays on
@@ -62,8 +62,9 @@ class ClientConfig:
         object.__setattr__(self, "base_url", str(url).rstrip("/"))
         if not self.app_key or not self.app_secret:
             raise UsageError("EnOS app key and app secret must not be empty")
-        if self.params_in not in ("query", "body"):
-            raise UsageError(f"params_in must be 'query' or 'body', not {self.params_in!r}")
+        if self.params_in not in tuple(ParamPlacement):
+            raise UsageError(f"params_in must be query, body or both, not {self.params_in!r}")
+        object.__setattr__(self, "params_in", ParamPlacement(self.params_in))
         if not self.timeout_s > 0 or not self.connect_timeout_s > 0:
             raise UsageError("EnOS timeouts must be positive")
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
@@ -181,13 +182,18 @@ class EnosClient:
         valid_day: int | None = None,
         issue_authority: str | None = None,
     ) -> Issued:
-        """Renew `cert_sn` of `device`; without a CSR EnOS re-issues from the old request data."""
+        """Renew `cert_sn` of `device`; without a CSR EnOS re-issues from the old request data.
+
+        certSn/validDay/issueAuthority go where `params_in` says: the cloud pages read them from
+        the JSON body, the Edge page from the query; `both` (the default) suits either gateway.
+        Whatever the place, the signature covers the query and the body bytes exactly as sent.
+        """
         options = _present(certSn=cert_sn, validDay=valid_day, issueAuthority=issue_authority)
         params = _device_params("renew", device)
         body: dict[str, object] = {} if csr is None else {"csr": csr}
-        if self._config.params_in == "query":
+        if self._config.params_in is not ParamPlacement.BODY:
             params.update({name: str(value) for name, value in options.items()})
-        else:
+        if self._config.params_in is not ParamPlacement.QUERY:
             body.update(options)
         envelope = await self._call("POST", params, body, device)
         return parse_issued(envelope.data, request_id=envelope.request_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from batch.model import ParamPlacement
 from batch.simulator.config import DEFAULT_ORG, SimulatorConfig
 from batch.simulator.testing import running_simulator
 
@@ -64,6 +65,18 @@ _RATE = click.FloatRange(0.0, 1.0)
     "(HTTP 401) (guess: docs are silent; without it get returns the current token while it "
     "is valid, as documented).  [default: off]",
 )
+@click.option(
+    "--param-placement",
+    type=click.Choice([p.value for p in ParamPlacement]),
+    metavar="WHERE",
+    default=ParamPlacement.BOTH.value,
+    show_default=True,
+    help="query|body|both: where Renew's certSn/validDay/issueAuthority are read: body "
+    "(the cloud Renew pages), "
+    "query (the Edge Renew page; issueAuthority read there too (guess: docs are silent)) or "
+    "both (body wins). A strict place ignores the other, so a missing certSn is 99400 "
+    '"Invalid Argument certSn:certSn is missing".',
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the fault injection RNG.")
 @click.option(
     "--state-out",
@@ -95,6 +108,7 @@ def simulate(  # one parameter per documented option
     ca_days: int,
     token_ttl: float,
     single_token: bool,
+    param_placement: str,
     seed: int,
     state_out: Path | None,
     list_includes_pem: bool,
@@ -116,6 +130,7 @@ def simulate(  # one parameter per documented option
             ca_days=ca_days,
             token_ttl=token_ttl,
             single_token=single_token,
+            param_placement=ParamPlacement(param_placement),
             seed=seed,
             list_includes_pem=list_includes_pem,
             retry_after=retry_after,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batch.model import ParamPlacement
+
 DEFAULT_ORG = "o-sandbox"
 
 
@@ -28,6 +30,8 @@ class SimulatorConfig:
     ca_days: int = 3650
     token_ttl: float = 7200.0  # seconds
     single_token: bool = False  # every token `get` invalidates the previous token (a guess)
+    # Where Renew's certSn/validDay/issueAuthority are read; a strict gateway ignores the other.
+    param_placement: ParamPlacement = ParamPlacement.BOTH
     seed: int = 0
     list_includes_pem: bool = False  # List answers a PEM in `cert` (the documented sample: serial)
     retry_after: float | None = None  # seconds to send as Retry-After on HTTP 429
@@ -48,5 +52,9 @@ class SimulatorConfig:
             raise ValueError("product_max_days and ca_days must be at least 1")
         if self.token_ttl <= 0:
             raise ValueError("token_ttl must be positive")
+        try:
+            object.__setattr__(self, "param_placement", ParamPlacement(self.param_placement))
+        except ValueError as exc:
+            raise ValueError("param_placement must be query, body or both") from exc
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must not be negative")
