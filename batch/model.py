@@ -34,7 +34,9 @@ class ErrorClass(enum.StrEnum):
     THROTTLED = "throttled"  # HTTP 429
     NETWORK = "network"  # refused, reset, dropped
     TIMEOUT = "timeout"
-    AUTH = "auth"  # token service refused, HTTP 401
+    AUTH = "auth"  # the token service refused our credentials
+    TOKEN_SERVICE = "token_service"  # the token service failed: no renew was sent
+    TOKEN_REJECTED = "token_rejected"  # HTTP 401 even with a fresh token (another holder?)
     MALFORMED_RESPONSE = "malformed_response"
     UNKNOWN = "unknown"
     # Decided by us, not by EnOS:

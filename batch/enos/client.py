@@ -1,10 +1,10 @@
 """The one place that speaks HTTP to EnOS: signed certificate API calls over aiohttp.
 
 `EnosClient` is an async context manager owning one `aiohttp.ClientSession`. Every business call
-is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 saying the token
-expired (1203) is answered by one refresh and one retry. Every aiohttp exception, and the bare
-`TimeoutError` aiohttp raises when the total timeout runs out, is translated here and only here
-into the `batch.enos.errors` tree, chained with `from exc`.
+is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 is answered by one
+fresh token (a refresh when it says the token expired, 1203; else a get) and one retry. Every
+aiohttp exception, and the bare `TimeoutError` aiohttp raises when the total timeout runs out,
+is translated here and only here into the `batch.enos.errors` tree, chained with `from exc`.
 
 `TransportError.sent` is decided by whether the request headers had started going out (an
 aiohttp trace signal), so a timeout while waiting for a pooled connection or connecting is
@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from yarl import URL
 from batch.enos import answers
 from batch.enos.answers import Envelope, parse_cert_records, parse_issued
 from batch.enos.auth import TokenManager
-from batch.enos.errors import NetworkError, RequestTimeout
+from batch.enos.errors import NetworkError, RequestTimeout, TokenRejected
 from batch.enos.signing import sign
 from batch.errors import UsageError
 from batch.model import CertRecord, DeviceRef, Issued, ParamPlacement, device_identity
@@ -122,13 +123,18 @@ class EnosClient:
         *,
         clock: Callable[[], float] = time.time,
         connector_limit: int = 100,
+        rng: random.Random | None = None,  # jitter of the token refresh
     ) -> None:
         self._config = config
         self._clock = clock
         self._connector_limit = connector_limit
         self._session: aiohttp.ClientSession | None = None
         self.tokens = TokenManager(
-            self._post_token, app_key=config.app_key, app_secret=config.app_secret, clock=clock
+            self._post_token,
+            app_key=config.app_key,
+            app_secret=config.app_secret,
+            clock=clock,
+            rng=rng,
         )
 
     def __repr__(self) -> str:
@@ -230,15 +236,29 @@ class EnosClient:
         payload: Mapping[str, object] | None,
         device: DeviceRef,
     ) -> Envelope:
-        """One signed call; on "token expired" one refresh and one retry."""
+        """One signed call; a refused token gets one fresh token and one retry.
+
+        Expired (1203): refreshed. Any other HTTP 401: another process on this app key may have
+        replaced the token, so a new one is got. Refused again with that fresh token: raised as
+        TokenRejected (the gateway refused the call: it had no effect).
+        """
         body = b"" if payload is None else _encode(payload)
         started = self._clock()
         token = await self.tokens.token()
         answer = await self._signed(method, params, body, token)
-        if answers.says_token_expired(answer.status, answer.body):
-            logger.info("access token expired on EnOS; refreshing and retrying once")
-            token = await self.tokens.expired(token)
+        expired = answers.says_token_expired(answer.status, answer.body)
+        if expired or answer.status == 401:
+            logger.info("access token refused (%s); fresh token, one retry", answer.status)
+            renew_token = self.tokens.expired if expired else self.tokens.rejected
+            token = await renew_token(token)
             answer = await self._signed(method, params, body, token)
+            if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
+                refused = answers.status_error(401, answer.body)
+                raise TokenRejected(
+                    f"{refused.message} (again with a fresh token)",
+                    code=refused.code,
+                    http_status=answer.status,
+                )
         logger.debug(
             "%s %s: HTTP %s in %.0f ms",
             params["action"],
