@@ -131,6 +131,9 @@ class CertificateService:
         entry = self._issue(device, subject=subject, key=key, authority=authority, days=days)
         old.status, old.revoke_reason = CertStatus.REVOKED, "SUPERSEDED"
         device.renewals += 1
+        if device.fail_after_renewals > 0:  # the renewal stands; only its answer is lost
+            device.fail_after_renewals -= 1
+            raise ApiFailure(99500, MSG_INTERNAL)
         return self._issued_answer(entry, base_url)
 
     def apply(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:

@@ -47,6 +47,13 @@ _RATE = click.FloatRange(0.0, 1.0)
     "--lost-rate", type=_RATE, default=0.0, show_default=True, help="P(effect, then no answer)."
 )
 @click.option(
+    "--fail-after-rate",
+    type=_RATE,
+    default=0.0,
+    show_default=True,
+    help="P(effect, then answer 99500): a renewal that took effect is answered as failed.",
+)
+@click.option(
     "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
 )
 @click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
@@ -104,6 +111,7 @@ def simulate(  # one parameter per documented option
     fail_rate: float,
     drop_rate: float,
     lost_rate: float,
+    fail_after_rate: float,
     product_max_days: int,
     ca_days: int,
     token_ttl: float,
@@ -126,6 +134,7 @@ def simulate(  # one parameter per documented option
             fail_rate=fail_rate,
             drop_rate=drop_rate,
             lost_rate=lost_rate,
+            fail_after_rate=fail_after_rate,
             product_max_days=product_max_days,
             ca_days=ca_days,
             token_ttl=token_ttl,

@@ -14,7 +14,8 @@ class SimulatorConfig:
     """How the simulated EnOS behaves: credentials, limits, validity rules and injected faults.
 
     Rates are probabilities per business call (renew/apply/list/revoke); `fail_rate`,
-    `drop_rate` and `lost_rate` are exclusive outcomes of one draw, so their sum is at most 1.
+    `drop_rate`, `lost_rate` and `fail_after_rate` are exclusive outcomes of one draw, so their
+    sum is at most 1.
     """
 
     app_key: str
@@ -26,6 +27,7 @@ class SimulatorConfig:
     fail_rate: float = 0.0  # answer 99500 before any effect
     drop_rate: float = 0.0  # close the connection before processing: no effect
     lost_rate: float = 0.0  # process (the renewal takes effect), then close with no reply
+    fail_after_rate: float = 0.0  # process (the renewal takes effect), then answer 99500
     product_max_days: int = 3650
     ca_days: int = 3650
     token_ttl: float = 7200.0  # seconds
@@ -45,9 +47,9 @@ class SimulatorConfig:
             raise ValueError("rate_limit must be at least 1 request per second")
         if self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("latency_ms and jitter_ms must not be negative")
-        rates = (self.fail_rate, self.drop_rate, self.lost_rate)
+        rates = (self.fail_rate, self.drop_rate, self.lost_rate, self.fail_after_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
-            raise ValueError("fail/drop/lost rates must be in [0, 1] and sum to at most 1")
+            raise ValueError("fail/drop/lost/fail-after rates must be in [0, 1], sum at most 1")
         if self.product_max_days < 1 or self.ca_days < 1:
             raise ValueError("product_max_days and ca_days must be at least 1")
         if self.token_ttl <= 0:
