@@ -7,6 +7,7 @@ A row of the inventory becomes a `Device` (or an `InvalidRow`); a device ends as
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,33 @@ def device_identity(ref: DeviceRef) -> str:
     return f"{ref.product_key}/{ref.device_key}"
 
 
+def identity_key(
+    org_id: str, asset_id: str | None, product_key: str | None, device_key: str | None
+) -> str:
+    """The device's unambiguous key: a JSON array of its kind of identifier, org and ids.
+
+    `org/assetId` and `org/productKey/deviceKey` collide (assetId "pk1/dk1" against the pair
+    pk1 + dk1; orgs holding "/"); a typed, quoted encoding cannot, and stays readable in the
+    journal: `["asset","o1","pk1/dk1"]` against `["pair","o1","pk1","dk1"]`.
+    """
+    if asset_id:
+        parts = ["asset", org_id, asset_id]
+    else:
+        parts = ["pair", org_id, product_key or "", device_key or ""]
+    return json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+
+
+def shard_text(key: str) -> str:
+    """The text `in_shard` hashes for a device key: `org/identity`, as versions before
+    `identity_key` did, so no device changes shard on upgrade (two devices sharing that text
+    only share a shard, which is harmless). Any other text is hashed as is."""
+    if not key.startswith('["'):
+        return key
+    parts = json.loads(key)
+    org, ids = parts[1], parts[2:]
+    return f"{org}/{'/'.join(ids)}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Device:
     """One valid inventory row: a device and the certificate to renew."""
@@ -105,8 +133,8 @@ class Device:
 
     @property
     def key(self) -> str:
-        """Unique across orgs: what dedupe, the journal and sharding use."""
-        return f"{self.org_id}/{self.identity}"
+        """Unique across orgs and kinds of identifier: what dedupe and the journal use."""
+        return identity_key(self.org_id, self.asset_id, self.product_key, self.device_key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

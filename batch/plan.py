@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 
 from batch.config import Shard
 from batch.journal import State
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status
+from batch.model import (
+    Device,
+    ErrorClass,
+    InvalidRow,
+    Outcome,
+    Resolution,
+    Status,
+    shard_text,
+)
 from batch.report import invalid_outcome
 
 
@@ -23,7 +31,9 @@ def stable_hash(text: str) -> int:
 
 
 def in_shard(device_key: str, shard: Shard | None) -> bool:
-    return shard is None or stable_hash(device_key) % shard.count == shard.index
+    """Whether the device (by `Device.key`) belongs to the shard; the hash reads the
+    `org/identity` text of earlier versions, so no device changes shard on upgrade."""
+    return shard is None or stable_hash(shard_text(device_key)) % shard.count == shard.index
 
 
 def row_in_shard(row: int, shard: Shard | None) -> bool:

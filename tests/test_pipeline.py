@@ -462,6 +462,32 @@ async def test_rerun_resumes_and_skips_finished_devices(tmp_path: Path) -> None:
         assert second.renewals(f"pkA/dev-{i:04d}") == 1
 
 
+async def test_an_asset_id_and_a_key_pair_that_read_alike_are_two_devices(
+    tmp_path: Path,
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": ORG, "assetId": "pk1/dk1", "certSn": 1},
+        {"orgId": ORG, "productKey": "pk1", "deviceKey": "dk1", "certSn": 2},
+        {"orgId": "o/a", "assetId": "b", "certSn": 3},  # "o/a" + "b" against "o" + "a/b"
+        {"orgId": "o", "assetId": "a/b", "certSn": 4},
+    ]
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        again = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        renewals = [
+            sim.fleet.find(ORG, "pk1/dk1", None, None),
+            sim.fleet.find(ORG, None, "pk1", "dk1"),
+            sim.fleet.find("o/a", "b", None, None),
+            sim.fleet.find("o", "a/b", None, None),
+        ]
+    assert [r["status"] for r in first.rows] == ["renewed"] * 4
+    assert [d.renewals if d else None for d in renewals] == [1, 1, 1, 1]
+    assert len({r["bundlePath"] for r in first.rows}) == 4
+    # The rerun resumes each device from its own journal entry, with its own new serial.
+    assert [r["newCertSn"] for r in again.rows] == [r["newCertSn"] for r in first.rows]
+
+
 async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
     result = await job(tmp_path, fleet(3), dry_run=True)
     assert {r["status"] for r in result.rows} == {"skipped"}

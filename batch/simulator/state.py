@@ -95,7 +95,10 @@ class Simulator:
 
     def device(self, identity: str, org_id: str | None = None) -> SimDevice:
         """A registered device by assetId or `productKey/deviceKey` (KeyError if unknown)."""
-        return self.fleet.devices[f"{org_id or self.config.org_id}/{identity}"]
+        device = self.fleet.named(org_id or self.config.org_id, identity)
+        if device is None:
+            raise KeyError(identity)
+        return device
 
     def state_dict(self) -> dict[str, Any]:
         """The JSON snapshot: every device's renewals and certificates, and the counters."""
