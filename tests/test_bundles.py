@@ -247,10 +247,7 @@ def test_a_temporary_file_left_by_a_killed_run_never_lends_its_mode_to_the_key(
     assert mode(folder / "key.pem") == 0o600
     assert (folder / "key.pem").read_bytes() == leaf.key_pem
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ca.pem",
-        "cert.pem",
-        "fullchain.pem",
-        "key.pem",
+        "ca.pem", "cert.pem", "fullchain.pem", "key.pem"
     ]
 
 

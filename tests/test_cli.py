@@ -48,17 +48,8 @@ def test_help_explains_every_option_with_its_default() -> None:
     result = fleet_renew("run", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for option in (
-        "--rate",
-        "--concurrency",
-        "--max-attempts",
-        "--key-mode",
-        "--params-in",
-        "--grace-seconds",
-        "--abort-after-failures",
-        "--timeout",
-        "--log-interval",
-    ):
+    for option in ("--rate", "--concurrency", "--max-attempts", "--key-mode", "--params-in",
+                   "--grace-seconds", "--abort-after-failures", "--timeout", "--log-interval"):
         assert option in text
     assert "[default: 10.0]" in text  # --rate
     assert "[default: reuse]" in text  # --key-mode
@@ -91,19 +82,8 @@ def test_inventory_without_required_columns_exits_2(tmp_path: Path) -> None:
 
 def test_sandbox_run_of_the_sample_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = fleet_renew(
-        "run",
-        SAMPLE,
-        "--out",
-        out,
-        "--sandbox",
-        "--rate",
-        "20",
-        "--key-mode",
-        "ec256",
-        "--log-interval",
-        "0.3",
-    )
+    result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "20",
+                         "--key-mode", "ec256", "--log-interval", "0.3")
     assert result.returncode == 1, result.stderr  # the sample has failures by design
     rows = read_report(out)
     with SAMPLE.open() as fh:
@@ -131,19 +111,8 @@ def test_circuit_breaker_exits_3(tmp_path: Path) -> None:
         {"orgId": "o1", "assetId": f"a{i}", "certSn": i, "sandbox": "absent"} for i in range(10)
     ]
     inventory = write_csv(tmp_path / "inv.csv", rows)
-    result = fleet_renew(
-        "run",
-        inventory,
-        "--out",
-        tmp_path / "out",
-        "--sandbox",
-        "--abort-after-failures",
-        "2",
-        "--concurrency",
-        "1",
-        "--rate",
-        "100",
-    )
+    result = fleet_renew("run", inventory, "--out", tmp_path / "out", "--sandbox",
+                         "--abort-after-failures", "2", "--concurrency", "1", "--rate", "100")
     assert result.returncode == 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "consecutive" in summary["aborted_reason"]
@@ -165,9 +134,8 @@ def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: in
     parts = []
     for i in range(shards):
         part = tmp_path / f"shard-{i}"
-        result = fleet_renew(
-            "run", SAMPLE, "--out", part, "--sandbox", "--rate", "100", "--shard", f"{i}/{shards}"
-        )
+        result = fleet_renew("run", SAMPLE, "--out", part, "--sandbox", "--rate", "100",
+                             "--shard", f"{i}/{shards}")
         assert result.returncode in (0, 1), result.stderr
         parts.append(part)
     merged = tmp_path / "merged"
@@ -199,9 +167,8 @@ def test_maintenance_mode_from_the_command_line(tmp_path: Path) -> None:
         {"orgId": "o1", "assetId": "far", "certSn": 2, "notAfter": "2999-01-01"},
     ]
     inventory = write_csv(tmp_path / "inv.csv", rows)
-    result = fleet_renew(
-        "run", inventory, "--out", tmp_path / "out", "--sandbox", "--renew-within", "30"
-    )
+    result = fleet_renew("run", inventory, "--out", tmp_path / "out", "--sandbox",
+                         "--renew-within", "30")
     assert result.returncode == 1, result.stderr  # "soon" has already expired
     by = {r["assetId"]: r for r in read_report(tmp_path / "out")}
     assert (by["soon"]["status"], by["soon"]["errorClass"]) == ("failed", "cert_expired")
@@ -220,20 +187,7 @@ def test_saved_plan_round_trip_on_the_command_line(tmp_path: Path) -> None:
     refused = fleet_renew("run", inventory, "--out", tmp_path / "o1", "--sandbox", "--plan", plan)
     assert refused.returncode == 2
     assert "keyMode was 'ec256' in the plan, now 'reuse'" in refused.stderr
-    ran = fleet_renew(
-        "run",
-        inventory,
-        "--out",
-        tmp_path / "o2",
-        "--sandbox",
-        "--plan",
-        plan,
-        "--key-mode",
-        "ec256",
-        "--canary",
-        "25%",
-        "--rate",
-        "100",
-    )
+    ran = fleet_renew("run", inventory, "--out", tmp_path / "o2", "--sandbox", "--plan", plan,
+                      "--key-mode", "ec256", "--canary", "25%", "--rate", "100")
     assert ran.returncode == 0, ran.stderr
     assert sum(r["canary"] == "true" for r in read_report(tmp_path / "o2")) == 1
