@@ -100,8 +100,10 @@ _SCOPE_OPTIONS = [
         "--valid-days",
         type=int,
         default=None,
-        help="Validity of the new certificates in days, unless the row has validDay. "
-        "[default: EnOS's default, 730]",
+        help="Validity of the new certificates in days, unless the row has validDay. Without "
+        "either, no validDay is sent: EnOS applies its deployment's default (730 on the English "
+        "pages) and the report shows what it granted; a default above the product's maximum "
+        "fails as invalid_request, asking for this option.  [default: none sent]",
     ),
     click.option(
         "--params-in",

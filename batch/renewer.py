@@ -38,11 +38,10 @@ from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
 from batch.retry import Retrier, RetryPolicy
+from batch.validity import requested_days, too_long_advice
 from batch.verify import Verified, verify_issued
 
 log = logging.getLogger(__name__)
-
-API_DEFAULT_VALID_DAYS = 730  # what EnOS applies when validDay is omitted (renew API page)
 
 
 @dataclass(slots=True)
@@ -155,10 +154,8 @@ class Renewer:
         return Found(issued=issued, cert_sn=issued.cert_sn, resolution=a.resolution)
 
     def _valid_day(self, device: Device) -> int | None:
-        return device.valid_day or self.valid_days
-
-    def _requested_days(self, device: Device) -> int:
-        return self._valid_day(device) or API_DEFAULT_VALID_DAYS
+        """None: no validDay is sent, EnOS applies its own default (reported as granted)."""
+        return requested_days(device, self.valid_days)
 
     async def _accept(self, a: _Attempt, found: Found) -> Outcome:
         assert found.issued is not None
@@ -169,7 +166,7 @@ class Renewer:
             verify_issued,
             issued,
             expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
-            requested_days=self._requested_days(a.device),
+            requested_days=self._valid_day(a.device),
             now=now,
         )
         # Signature checks release the GIL: in the pool they overlap with the event loop.
@@ -195,7 +192,7 @@ class Renewer:
             new_cert_sn=issued.cert_sn,
             not_before=verified.not_before,
             not_after=verified.not_after,
-            requested_days=self._requested_days(a.device),
+            requested_days=self._valid_day(a.device),
             granted_days=verified.granted_days,
             clamped=verified.clamped,
             key_type=verified.key_type,
@@ -240,12 +237,13 @@ class Renewer:
 
     async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass) -> Outcome:
         ambiguous = a.ambiguous
+        advice = too_long_advice(str(exc), self._valid_day(a.device))
         outcome = device_outcome(
             a.device,
             Status.FAILED,
             error_class=ErrorClass.AMBIGUOUS if ambiguous else cls,
             error_code=exc.code if exc.code is not None else exc.http_status,
-            error_message=str(exc),
+            error_message=advice or str(exc),
             attempts=a.previous + a.sent,
             request_id=exc.request_id,
             duration_ms=self._elapsed_ms(a.started),

@@ -46,7 +46,26 @@ _RATE = click.FloatRange(0.0, 1.0)
     "--lost-rate", type=_RATE, default=0.0, show_default=True, help="P(effect, then no answer)."
 )
 @click.option(
-    "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
+    "--product-max-days",
+    default=3650,
+    show_default=True,
+    help="Product's maximum certificate validity, days: a longer validDay (or default) is the "
+    "documented 99400 'exceeds the maximum' error.",
+)
+@click.option(
+    "--default-valid-days",
+    type=click.IntRange(min=1),
+    default=730,
+    show_default=True,
+    help="Validity applied when a renew/apply has no validDay (730 on the English pages; the "
+    "zh page: the deployment's default). Above --product-max-days it is the documented 99400 "
+    "error, never a silent cap (the Edge page's rule).",
+)
+@click.option(
+    "--validity-error-states-max",
+    is_flag=True,
+    help="GUESS (no page shows it): append '(maximum: N days)' to the documented 'exceeds the "
+    "maximum' 99400 message.  [default: off, the documented message as is]",
 )
 @click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
 @click.option("--token-ttl", default=7200.0, show_default=True, help="Access token lifetime, s.")
@@ -78,6 +97,8 @@ def simulate(  # one parameter per documented option
     drop_rate: float,
     lost_rate: float,
     product_max_days: int,
+    default_valid_days: int,
+    validity_error_states_max: bool,
     ca_days: int,
     token_ttl: float,
     seed: int,
@@ -98,6 +119,8 @@ def simulate(  # one parameter per documented option
             drop_rate=drop_rate,
             lost_rate=lost_rate,
             product_max_days=product_max_days,
+            default_valid_days=default_valid_days,
+            validity_error_states_max=validity_error_states_max,
             ca_days=ca_days,
             token_ttl=token_ttl,
             seed=seed,
