@@ -198,6 +198,14 @@ _RUN_OPTIONS = [
         help="On a rerun, retry devices that failed permanently in earlier runs.",
     ),
     click.option(
+        "--renew-current",
+        is_flag=True,
+        help="When a device's inventory certSn was superseded by a newer valid certificate "
+        "(List Certificate shows it), renew that current certificate. [default: off: the device "
+        "is reported skipped, 'superseded: current certificate <sn> expires <date>'; maintenance "
+        "mode decides from the current certificate whether it is due either way]",
+    ),
+    click.option(
         "--plan",
         "plan_file",
         type=click.Path(path_type=Path),
@@ -324,6 +332,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             dry_run=options["dry_run"],
             pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,
             retry_failed=options["retry_failed"],
+            renew_current=options["renew_current"],
             grace_seconds=options["grace_seconds"],
             abort_after_failures=options["abort_after_failures"],
             abort_failure_rate=(

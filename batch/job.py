@@ -183,6 +183,8 @@ async def _renewer(
         file_pool=file_pool,
         policy=RetryPolicy(max_attempts=config.max_attempts),
         valid_days=config.valid_days,
+        due_rule=config.due_rule,
+        renew_current=config.renew_current,
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
     )

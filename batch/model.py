@@ -172,6 +172,15 @@ class CertRecord:
     cert_pem: str | None = None  # only when EnOS returns the PEM (the documented sample does not)
 
 
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Renew the device's current certificate `cert_sn` in place of the inventory's, which was
+    superseded (see batch.current); `note` says so in the report."""
+
+    cert_sn: int
+    note: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """The final state of one inventory row: one row of the report."""
@@ -188,6 +197,9 @@ class Outcome:
     error_message: str | None = None
     attempts: int = 0
     new_cert_sn: str | None = None
+    # The device's valid certificate when it is neither the inventory's nor renewed here
+    # (the inventory's was superseded: see batch.current); what inventory.next.csv carries.
+    current_cert_sn: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
     requested_days: int | None = None

@@ -16,6 +16,7 @@ from batch.journal import State
 from batch.model import (
     Device,
     ErrorClass,
+    Follow,
     InvalidRow,
     Outcome,
     Resolution,
@@ -89,10 +90,12 @@ class Deduper:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Renew this device; `prior` is its journal state from an earlier run, if any."""
+    """Renew this device; `prior` is its journal state from an earlier run, if any; `follow`
+    names the current certificate to renew when the inventory's was superseded."""
 
     device: Device
     prior: State | None = None
+    follow: Follow | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ def full_outcome(**changes: object) -> Outcome:
         error_message='say "hi"\nagain',
         attempts=3,
         new_cert_sn="52771",
+        current_cert_sn="52769",
         not_before=AT,
         not_after=datetime(2027, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=8))),
         requested_days=365,
