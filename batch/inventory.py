@@ -28,6 +28,7 @@ from typing import Literal
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pandas.io.parsers import TextFileReader
 
 from batch.bundles import atomic_output
 from batch.errors import InventoryError
@@ -340,17 +341,7 @@ def _csv_rows(
     line = 2  # the header is line 1
     try:
         _check_first_record(path)
-        chunks = pd.read_csv(
-            path,
-            chunksize=chunk_rows,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            index_col=False,
-            encoding="utf-8-sig",
-        )
-        with chunks:
+        with csv_chunks(path, chunk_rows) as chunks:
             mapping: dict[str, str] | None = None
             for chunk in chunks:
                 if mapping is None:
@@ -362,6 +353,26 @@ def _csv_rows(
         raise InventoryError(f"inventory {path} is empty") from None
     except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as exc:
         raise InventoryError(f"inventory {path} is not a readable CSV: {exc}") from exc
+
+
+def csv_chunks(path: Path, chunk_rows: int) -> TextFileReader:
+    """pandas' chunked CSV reader as the inventory reads: every cell the text written, blank
+    lines kept (so line numbers count them), a BOM ignored."""
+    return pd.read_csv(
+        path,
+        chunksize=chunk_rows,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        skip_blank_lines=False,
+        index_col=False,
+        encoding="utf-8-sig",
+    )
+
+
+def inventory_format(path: Path, fmt: Format | None = None) -> Format:
+    """The format given, else the one the file's extension names (InventoryError if none)."""
+    return fmt or _format_of(path)
 
 
 def _check_first_record(path: Path) -> None:

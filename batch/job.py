@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from batch import html_report, inventory, metrics, notify, report
+from batch import html_report, inventory, metrics, next_inventory, notify, report
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
@@ -234,7 +234,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
     tally = batch.tally
     limiter = batch.renewer.limiter if batch.renewer is not None else None
     os.sync()  # bundles are written without fsync each (the journal is the durable record)
-    report.finish_reports(config.out_dir)
+    parquet = report.finish_reports(config.out_dir)
     report.write_retry_csv(config.out_dir, tally.retry)
     if batch.stop_signal is not None:
         exit_code = EXIT_SIGNALS[batch.stop_signal]
@@ -264,4 +264,5 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
         },
     )
     report.write_summary(config.out_dir, summary)
+    next_inventory.write_for_run(config, parquet)
     return summary

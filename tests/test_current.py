@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -168,3 +169,14 @@ async def test_maintenance_after_a_campaign_on_the_unchanged_inventory(tmp_path:
         assert by[asset]["currentCertSn"] == issued[asset]
     assert renewals == {"short-1": 2, "short-2": 2, "long-1": 1, "long-2": 1, "far-1": 1}
     assert nightly.summary.exit_code == 0
+    # Its inventory.next.csv names each device's current certificate (far-1 was decided from
+    # the inventory's notAfter alone, so it keeps the inventory's view).
+    with (tmp_path / "night-1" / "inventory.next.csv").open(newline="") as fh:
+        next_sn = {r["assetId"]: r["certSn"] for r in csv.DictReader(fh)}
+    assert next_sn == {
+        "short-1": by["short-1"]["newCertSn"],
+        "short-2": by["short-2"]["newCertSn"],
+        "long-1": issued["long-1"],
+        "long-2": issued["long-2"],
+        "far-1": "5",
+    }
