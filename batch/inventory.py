@@ -443,13 +443,20 @@ def write_inventory_csv(path: str | os.PathLike[str], devices: Iterable[Device])
     Values are written as they are, not neutralised against spreadsheet formulas: this file is
     input for `fleet-renew run`, and must read back to the same devices.
     """
+    return write_csv_rows(path, CANONICAL_COLUMNS, (_inventory_cells(d) for d in devices))
+
+
+def write_csv_rows(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> int:
+    """Write a CSV (values as they are) atomically, in blocks; return the count of rows."""
     count = 0
     text = io.StringIO()
     writer = csv.writer(text)  # "\r\n": values holding a lone "\r" get quoted too
-    writer.writerow(CANONICAL_COLUMNS)
+    writer.writerow(header)
     with atomic_output(path) as stream:
-        for device in devices:
-            writer.writerow(_inventory_cells(device))
+        for cells in rows:
+            writer.writerow(cells)
             count += 1
             if text.tell() >= _WRITE_BLOCK:
                 stream.write(text.getvalue().encode())

@@ -19,7 +19,6 @@ the input has none); values are written as read. Written atomically once the rep
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,16 +28,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.bundles import atomic_output
 from batch.config import RunConfig, Shard
-from batch.inventory import Format, canonical_column, csv_chunks, inventory_format, parse_row
+from batch.inventory import (
+    Format,
+    canonical_column,
+    csv_chunks,
+    inventory_format,
+    parse_row,
+    write_csv_rows,
+)
 from batch.model import Device
 from batch.plan import in_shard
 
 log = logging.getLogger(__name__)
 
 NEXT_INVENTORY = "inventory.next.csv"
-_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,35 +107,40 @@ def write_next_inventory(
     """Write out_dir/inventory.next.csv; return how many rows it holds."""
     headers, rows = _raw_rows(inventory, fmt)
     names = [canonical_column(h) for h in headers]
-    sn_at = names.index("certSn")
     add_not_after = "notAfter" not in names
-    not_after_at = len(headers) if add_not_after else names.index("notAfter")
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow([*headers, "notAfter"] if add_not_after else headers)
-    count = 0
-    with atomic_output(out_dir / NEXT_INVENTORY) as stream:
-        for row, cells in rows:
-            parsed = parse_row(
-                dict(zip(headers, cells, strict=True)), row=row, default_org=default_org
-            )
-            if not isinstance(parsed, Device) or row in dropped or not in_shard(parsed.key, shard):
-                continue
-            out = [_cell(c) for c in cells] + ([""] if add_not_after else [])
-            update = changed.get(row)
-            if update is not None:
-                if update.cert_sn:
-                    out[sn_at] = update.cert_sn
-                if update.not_after is not None:
-                    out[not_after_at] = update.not_after.astimezone(UTC).isoformat()
-            writer.writerow(out)
-            count += 1
-            if text.tell() >= _BLOCK:
-                stream.write(text.getvalue().encode())
-                text.seek(0)
-                text.truncate()
-        stream.write(text.getvalue().encode())
-    return count
+    at = (names.index("certSn"), len(headers) if add_not_after else names.index("notAfter"))
+    kept = (
+        _updated(cells, changed.get(row), at, add_not_after)
+        for row, cells in rows
+        if row not in dropped and _mine(headers, cells, row, default_org, shard)
+    )
+    header = [*headers, "notAfter"] if add_not_after else headers
+    return write_csv_rows(out_dir / NEXT_INVENTORY, header, kept)
+
+
+def _mine(
+    headers: Sequence[str],
+    cells: Sequence[object],
+    row: int,
+    default_org: str | None,
+    shard: Shard | None,
+) -> bool:
+    """A valid row of this shard (invalid rows are left out, as the run reported them)."""
+    parsed = parse_row(dict(zip(headers, cells, strict=True)), row=row, default_org=default_org)
+    return isinstance(parsed, Device) and in_shard(parsed.key, shard)
+
+
+def _updated(
+    cells: Sequence[object], update: Current | None, at: tuple[int, int], add_not_after: bool
+) -> list[str]:
+    out = [_cell(c) for c in cells] + ([""] if add_not_after else [])
+    if update is not None:
+        sn_at, not_after_at = at
+        if update.cert_sn:
+            out[sn_at] = update.cert_sn
+        if update.not_after is not None:
+            out[not_after_at] = update.not_after.astimezone(UTC).isoformat()
+    return out
 
 
 def _cell(value: object) -> str:
