@@ -93,3 +93,6 @@ def test_simulate_help_shows_every_option_with_its_default() -> None:
     for option in ("--rate-limit", "--lost-rate", "--state-out", "--retry-after", "--token-ttl"):
         assert option in result.stdout
     assert "[default: 3650]" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "--default-valid-days" in text and "[default: 730; x>=1]" in text
+    assert "--validity-error-states-max" in text and "GUESS" in text
