@@ -280,3 +280,34 @@ def test_an_aborted_sandbox_run_says_so_and_escapes_the_reason() -> None:
     assert "Aborted: circuit breaker: 5 x &lt;server_error&gt;" in page
     assert "<server_error>" not in page
     assert "No device was timed." in page
+
+
+def test_renewals_without_a_requested_validity_are_shown_as_enos_default(tmp_path: Path) -> None:
+    with ReportWriter(tmp_path) as writer:
+        for i, requested in enumerate((None, None, 365)):
+            writer.write(
+                Outcome(
+                    row=i + 2,
+                    status=Status.RENEWED,
+                    org_id=ORG,
+                    asset_id=f"a-{i}",
+                    requested_days=requested,
+                    granted_days=365,
+                    clamped=False,
+                    duration_ms=5,
+                )
+            )
+    finish_reports(tmp_path)
+    summary = Summary(
+        counts_by_status=writer.counts_by_status,
+        counts_by_class=writer.counts_by_class,
+        devices=3,
+        requests=3,
+        started=summary_time(0),
+        finished=summary_time(30),
+        configured_rate=50,
+        exit_code=0,
+    )
+    page = write_html_report(tmp_path, summary, []).read_text().replace("<td class=n>", "<td>")
+    assert "<td>EnOS default</td><td>365</td><td>no</td><td>2</td>" in page
+    assert "<td>365</td><td>365</td><td>no</td><td>1</td>" in page
