@@ -153,6 +153,13 @@ def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: in
     assert summary["counts_by_status"] == whole_summary["counts_by_status"]
     assert (merged / "report.parquet").exists()
 
+    def devices(folder: Path) -> list[tuple[str, ...]]:
+        with (folder / "inventory.next.csv").open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        return sorted(tuple(r[:4]) for r in rows[1:])  # orgId, assetId, productKey, deviceKey
+
+    assert devices(merged) == devices(whole) and len(devices(whole)) == 29  # 32 - 2 bad - 1 dup
+
 
 def test_merge_refuses_an_unfinished_shard(tmp_path: Path) -> None:
     (tmp_path / "shard-0").mkdir()
