@@ -130,8 +130,10 @@ class Renewer:
             if isinstance(verdict, Outcome):
                 return verdict
             if verdict is None:
-                a.advice = f"{result.error}: the device has no valid certificate (List "
-                a.advice += "Certificate): use Apply Certificate for this device"
+                a.advice = (
+                    f"{result.error}: the device has no valid certificate (List Certificate):"
+                    " use Apply Certificate for this device"
+                )
             else:
                 a.cert_sn, a.note, a.followed = verdict.cert_sn, verdict.note, True
                 result = await retrier.run(lambda: self._one_attempt(a))
