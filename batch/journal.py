@@ -555,9 +555,9 @@ def _migrate_keys(db: sqlite3.Connection, path: Path) -> None:
     if _meta(db, "keys") == KEY_FORMAT:
         return
     renames: list[tuple[str, str]] = []
+    # Without the "keys" mark every entry has an old key: a journal of this version is marked
+    # when first opened, before any entry is written.
     for key, document in db.execute("SELECT key, outcome FROM entries").fetchall():
-        if str(key).startswith('["'):
-            continue
         new = _typed_key(str(key), document)
         if new is None:
             raise JournalError(

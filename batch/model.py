@@ -7,7 +7,7 @@ A row of the inventory becomes a `Device` (or an `InvalidRow`); a device ends as
 from __future__ import annotations
 
 import enum
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,28 +87,36 @@ def device_identity(ref: DeviceRef) -> str:
 def identity_key(
     org_id: str, asset_id: str | None, product_key: str | None, device_key: str | None
 ) -> str:
-    """The device's unambiguous key: a JSON array of its kind of identifier, org and ids.
+    """The device's unambiguous key: its kind of identifier, then length-prefixed fields.
 
     `org/assetId` and `org/productKey/deviceKey` collide (assetId "pk1/dk1" against the pair
-    pk1 + dk1; orgs holding "/"); a typed, quoted encoding cannot, and stays readable in the
-    journal: `["asset","o1","pk1/dk1"]` against `["pair","o1","pk1","dk1"]`.
+    pk1 + dk1; orgs holding "/"); `a:<len>:<org>:<assetId>` and
+    `p:<len>:<org>:<len>:<productKey>:<deviceKey>` cannot (every field but the last carries
+    its length), stay readable in the journal, and cost a fraction of a JSON encoding.
     """
     if asset_id:
-        parts = ["asset", org_id, asset_id]
-    else:
-        parts = ["pair", org_id, product_key or "", device_key or ""]
-    return json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+        return f"a:{len(org_id)}:{org_id}:{asset_id}"
+    product = product_key or ""
+    return f"p:{len(org_id)}:{org_id}:{len(product)}:{product}:{device_key or ''}"
+
+
+_KEY = re.compile(r"([ap]):([0-9]+):", re.ASCII)
 
 
 def shard_text(key: str) -> str:
     """The text `in_shard` hashes for a device key: `org/identity`, as versions before
     `identity_key` did, so no device changes shard on upgrade (two devices sharing that text
     only share a shard, which is harmless). Any other text is hashed as is."""
-    if not key.startswith('["'):
+    found = _KEY.match(key)
+    if found is None:
         return key
-    parts = json.loads(key)
-    org, ids = parts[1], parts[2:]
-    return f"{org}/{'/'.join(ids)}"
+    start = found.end()
+    org_end = start + int(found.group(2))
+    org, rest = key[start:org_end], key[org_end + 1 :]
+    if found.group(1) == "p":
+        length, _, tail = rest.partition(":")
+        rest = f"{tail[: int(length)]}/{tail[int(length) + 1 :]}"
+    return f"{org}/{rest}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.config import Shard
-from batch.model import KeyMode
+from batch.model import KeyMode, identity_key
 from batch.next_inventory import NEXT_INVENTORY, Current, write_next_inventory
 from batch.plan import in_shard
 from tests.test_pipeline import ORG, run_job, simulator, write_inventory
@@ -82,7 +82,9 @@ def test_a_parquet_inventory_gives_a_csv_of_this_shards_rows(tmp_path: Path) -> 
         dropped=set(),
     )
     header, written = _read(tmp_path / NEXT_INVENTORY)
-    mine = [i for i, name in enumerate(names) if in_shard(f'["asset","{ORG}","{name}"]', shard)]
+    mine = [
+        i for i, name in enumerate(names) if in_shard(identity_key(ORG, name, None, None), shard)
+    ]
     assert header == ["orgId", "assetId", "certSn", "notAfter"]
     assert count == len(written) == len(mine) and 0 < count < 20
     assert [r["certSn"] for r in written] == [str(1001 + i) for i in mine]
