@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.config import RunConfig, Shard
+from batch.errors import InventoryError
 from batch.inventory import (
     Format,
     canonical_column,
@@ -69,7 +70,7 @@ def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
             changed=changed,
             dropped=dropped,
         )
-    except (OSError, ValueError, pa.ArrowException) as exc:
+    except (InventoryError, OSError, ValueError, pa.ArrowException) as exc:
         # The exception's type, not its text: a parser's message may quote the file's cells.
         log.error(
             "%s not written: %s rereading %s", NEXT_INVENTORY, type(exc).__name__, config.inventory
@@ -163,13 +164,12 @@ def _raw_rows(path: Path, fmt: Format) -> tuple[list[str], Iterator[tuple[int, S
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Sequence[object]]]:
     line = 2  # the header is line 1; blank lines count, as in batch.inventory
-    with csv_chunks(path, 50_000) as chunks:
-        for chunk in chunks:
-            columns = [chunk[h].tolist() for h in chunk.columns]
-            for offset, cells in enumerate(zip(*columns, strict=True)):
-                if any(cells):
-                    yield line + offset, cells
-            line += len(chunk)
+    for chunk in csv_chunks(path, 50_000):
+        columns = [chunk[h].tolist() for h in chunk.columns]
+        for offset, cells in enumerate(zip(*columns, strict=True)):
+            if any(cells):
+                yield line + offset, cells
+        line += len(chunk)
 
 
 def _parquet_rows(parquet: pq.ParquetFile) -> Iterator[tuple[int, Sequence[object]]]:
