@@ -53,6 +53,8 @@ def test_help_explains_every_option_with_its_default() -> None:
         assert option in text
     assert "[default: 10.0]" in text  # --rate
     assert "[default: reuse]" in text  # --key-mode
+    assert "--renew-current" in text and "[default: off: the device is reported skipped" in text
+    assert "no validDay is sent" in text and "[default: none sent]" in text  # --valid-days
     assert "ENOS_API_URL" in text and "ENOS_APP_SECRET" in text
     for code in ("0 ", "1 ", "2 ", "3 ", "143"):
         assert code in text
