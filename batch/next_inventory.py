@@ -113,7 +113,8 @@ def write_next_inventory(
     kept = (
         _updated(cells, changed.get(row), at, add_not_after)
         for row, cells in rows
-        if row not in dropped and _mine(headers, cells, row, default_org, shard)
+        # A row with a change was reported by this run: valid and in its shard, no parse needed.
+        if row not in dropped and (row in changed or _mine(headers, cells, row, default_org, shard))
     )
     header = [*headers, "notAfter"] if add_not_after else headers
     return write_csv_rows(out_dir / NEXT_INVENTORY, header, kept)

@@ -71,21 +71,23 @@ def test_a_parquet_inventory_gives_a_csv_of_this_shards_rows(tmp_path: Path) -> 
     table = pa.table({"orgId": [ORG] * 20, "assetId": names, "certSn": list(range(20))})
     pq.write_table(table, tmp_path / "inv.parquet")
     shard = Shard(index=1, count=3)
+    mine = [
+        i for i, name in enumerate(names) if in_shard(identity_key(ORG, name, None, None), shard)
+    ]
+    assert 1 < len(mine) < 20
     expires = datetime(2028, 1, 2, tzinfo=UTC) + timedelta(hours=3)
+    renewed = mine[1:]  # the run reported only its shard's rows; the first of them unchanged
     count = write_next_inventory(
         tmp_path,
         tmp_path / "inv.parquet",
         fmt="parquet",
         default_org=None,
         shard=shard,
-        changed={row: Current(str(1000 + row), expires) for row in range(1, 21)},
+        changed={i + 1: Current(str(1000 + i), expires) for i in renewed},
         dropped=set(),
     )
     header, written = _read(tmp_path / NEXT_INVENTORY)
-    mine = [
-        i for i, name in enumerate(names) if in_shard(identity_key(ORG, name, None, None), shard)
-    ]
     assert header == ["orgId", "assetId", "certSn", "notAfter"]
-    assert count == len(written) == len(mine) and 0 < count < 20
-    assert [r["certSn"] for r in written] == [str(1001 + i) for i in mine]
-    assert {r["notAfter"] for r in written} == {"2028-01-02T03:00:00+00:00"}
+    assert count == len(written) == len(mine)
+    assert [r["certSn"] for r in written] == [str(mine[0])] + [str(1000 + i) for i in renewed]
+    assert [r["notAfter"] for r in written] == [""] + ["2028-01-02T03:00:00+00:00"] * len(renewed)
