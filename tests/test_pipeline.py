@@ -521,6 +521,7 @@ async def test_an_asset_id_and_a_key_pair_that_read_alike_are_two_devices(
         ]
     assert [r["status"] for r in first.rows] == ["renewed"] * 4
     assert [d.renewals if d else None for d in renewals] == [1, 1, 1, 1]
+    assert len(sim.state_dict()["devices"]) == 4  # the state file names all four
     assert len({r["bundlePath"] for r in first.rows}) == 4
     # The rerun resumes each device from its own journal entry, with its own new serial.
     assert {r["row"]: r["newCertSn"] for r in again.rows} == {
