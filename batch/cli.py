@@ -15,14 +15,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
 from batch import config as cfg
 from batch.canary import parse_share
 from batch.errors import BatchError
-from batch.model import KeyMode
+from batch.model import KeyMode, ParamPlacement
 
 EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else ""
 
@@ -100,15 +100,19 @@ _SCOPE_OPTIONS = [
         "--valid-days",
         type=int,
         default=None,
-        help="Validity of the new certificates in days, unless the row has validDay. "
-        "[default: EnOS's default, 730]",
+        help="Validity of the new certificates in days, unless the row has validDay. Without "
+        "either, no validDay is sent: EnOS applies its deployment's default (730 on the English "
+        "pages) and the report shows what it granted; a default above the product's maximum "
+        "fails as invalid_request, asking for this option.  [default: none sent]",
     ),
     click.option(
         "--params-in",
-        type=click.Choice(["query", "body"]),
-        default="query",
-        help="Where certSn/validDay go: query (the Renew API page) or the JSON body "
-        "(some EnOS versions).",
+        type=click.Choice([p.value for p in ParamPlacement]),
+        default=ParamPlacement.BOTH.value,
+        show_default=True,
+        help="Where Renew's certSn/validDay/issueAuthority go: body (the cloud Renew pages), "
+        "query (the Edge Renew page) or both (works on either; use one only for a gateway "
+        "that refuses the other).",
     ),
     click.option(
         "--shard",
@@ -209,6 +213,14 @@ _RUN_OPTIONS = [
         "--retry-failed",
         is_flag=True,
         help="On a rerun, retry devices that failed permanently in earlier runs.",
+    ),
+    click.option(
+        "--renew-current",
+        is_flag=True,
+        help="When a device's inventory certSn was superseded by a newer valid certificate "
+        "(List Certificate shows it), renew that current certificate. [default: off: the device "
+        "is reported skipped, 'superseded: current certificate <sn> expires <date>'; maintenance "
+        "mode decides from the current certificate whether it is due either way]",
     ),
     click.option(
         "--plan",
@@ -333,13 +345,14 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             max_attempts=options["max_attempts"],
             valid_days=options["valid_days"],
             key_mode=KeyMode(options["key_mode"]),
-            params_in=cast(Literal["query", "body"], options["params_in"]),
+            params_in=ParamPlacement(options["params_in"]),
             ca_bundle=options["ca_bundle"],
             pin_ca=tuple(options["pin_ca"]),
             timeout_s=options["timeout_s"],
             dry_run=options["dry_run"],
             pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,
             retry_failed=options["retry_failed"],
+            renew_current=options["renew_current"],
             grace_seconds=options["grace_seconds"],
             abort_after_failures=options["abort_after_failures"],
             abort_failure_rate=(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from batch.errors import UsageError
-from batch.model import KeyMode
+from batch.model import KeyMode, ParamPlacement
 
 # Environment variables; the CLI names them in --help.
 ENV_API_URL = "ENOS_API_URL"
@@ -81,13 +81,15 @@ class RunConfig:
     max_attempts: int = 5
     valid_days: int | None = None
     key_mode: KeyMode = KeyMode.REUSE
-    params_in: Literal["query", "body"] = "query"
+    params_in: ParamPlacement = ParamPlacement.BOTH
     ca_bundle: Path | None = None
     pin_ca: tuple[Path, ...] = ()  # issued certificates must chain to a CA in one of these
     timeout_s: float = 30.0
     dry_run: bool = False
     pkcs12_passphrase: bytes | None = field(default=None, repr=False)
     retry_failed: bool = False
+    renew_current: bool = False  # renew a device's current certificate when it superseded
+    # the inventory's (default: report it skipped, it was renewed already)
     grace_seconds: float = 30.0
     abort_after_failures: int = 50
     shard: Shard | None = None

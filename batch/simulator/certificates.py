@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from batch.model import ParamPlacement
 from batch.simulator.ca import (
     Authority,
     CertificateAuthority,
@@ -25,7 +26,7 @@ from batch.simulator.ca import (
 from batch.simulator.config import SimulatorConfig
 from batch.simulator.fleet import CertEntry, CertStatus, Fleet, SimDevice
 
-DEFAULT_VALID_DAYS = 730
+RENEW_PARAMS = ("certSn", "validDay", "issueAuthority")  # the ones whose place varies by page
 
 MSG_VALIDITY_TOO_LONG = (
     "The specified validity period exceeds the maximum certificate validity period of the "
@@ -110,6 +111,7 @@ class CertificateService:
 
     def renew(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
         """Issue a new certificate for the device and supersede the one named by certSn."""
+        query, body = self._placed(query, body)
         cert_sn = self._cert_sn(query, body)
         days = self._valid_days(query, body)
         requested = self._authority(query, body)
@@ -128,6 +130,9 @@ class CertificateService:
         entry = self._issue(device, subject=subject, key=key, authority=authority, days=days)
         old.status, old.revoke_reason = CertStatus.REVOKED, "SUPERSEDED"
         device.renewals += 1
+        if device.fail_after_renewals > 0:  # the renewal stands; only its answer is lost
+            device.fail_after_renewals -= 1
+            raise ApiFailure(99500, MSG_INTERNAL)
         return self._issued_answer(entry, base_url)
 
     def apply(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
@@ -163,6 +168,22 @@ class CertificateService:
 
     # -- parameters ---------------------------------------------------------------------------
 
+    def _placed(
+        self, query: Mapping[str, str], body: Mapping[str, object]
+    ) -> tuple[Mapping[str, str], Mapping[str, object]]:
+        """Renew's query and body as a strict gateway sees them: RENEW_PARAMS only in their place.
+
+        A cloud gateway (body) never looks at a query certSn; an Edge gateway (query) never
+        looks at a body certSn. Reading issueAuthority from the query in query mode is a guess:
+        the Edge page does not list it.
+        """
+        placement = self._config.param_placement
+        if placement is ParamPlacement.BODY:
+            return {k: v for k, v in query.items() if k not in RENEW_PARAMS}, body
+        if placement is ParamPlacement.QUERY:
+            return query, {k: v for k, v in body.items() if k not in RENEW_PARAMS}
+        return query, body
+
     def _cert_sn(self, query: Mapping[str, str], body: Mapping[str, object]) -> int:
         cert_sn = _integer(_merged(query, body, "certSn"), "certSn")
         if cert_sn is None:
@@ -172,14 +193,26 @@ class CertificateService:
         return cert_sn
 
     def _valid_days(self, query: Mapping[str, str], body: Mapping[str, object]) -> int:
+        """The days to issue for, by the seed page's rules (reference §1.4).
+
+        No validDay: the deployment's default applies, and a default above the product's
+        maximum fails exactly like a requested value would (the Edge page: "the specified or
+        default (730) value"); nothing is capped silently. The CA's remaining life clamps the
+        accepted value later, in `_issue`.
+        """
         days = _integer(_merged(query, body, "validDay"), "validDay")
-        if days is None:  # the product's default validity never exceeds its maximum
-            return min(DEFAULT_VALID_DAYS, self._config.product_max_days)
-        if days <= 0:
+        if days is None:
+            days = self._config.default_valid_days
+        elif days <= 0:
             raise _bad_parameter("validDay", "validDay must be positive")
         if days > self._config.product_max_days:
-            raise _invalid(MSG_VALIDITY_TOO_LONG)
+            raise _invalid(self._too_long_message())
         return days
+
+    def _too_long_message(self) -> str:
+        if not self._config.validity_error_states_max:
+            return MSG_VALIDITY_TOO_LONG
+        return f"{MSG_VALIDITY_TOO_LONG} (maximum: {self._config.product_max_days} days)"
 
     def _authority(self, query: Mapping[str, str], body: Mapping[str, object]) -> Authority:
         raw = _merged(query, body, "issueAuthority")

@@ -29,7 +29,7 @@ class Stats:
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self.requests: Counter[str] = Counter()
         self.throttled = 0
-        self.faults: Counter[str] = Counter({"fail": 0, "drop": 0, "lost": 0})
+        self.faults: Counter[str] = Counter({"fail": 0, "drop": 0, "lost": 0, "failAfter": 0})
         self._arrivals = SlidingWindow(None, monotonic)
 
     def arrived(self, endpoint: str, *, business: bool) -> None:
@@ -83,6 +83,7 @@ class Simulator:
             ttl=config.token_ttl,
             clock=clock,
             rng=random.Random(f"{config.seed}/tokens"),
+            single_token=config.single_token,
         )
         self.request_ids = random.Random(f"{config.seed}/request-ids")
         self.faults = FaultPlan(config, random.Random(config.seed))
@@ -95,18 +96,23 @@ class Simulator:
 
     def device(self, identity: str, org_id: str | None = None) -> SimDevice:
         """A registered device by assetId or `productKey/deviceKey` (KeyError if unknown)."""
-        return self.fleet.devices[f"{org_id or self.config.org_id}/{identity}"]
+        device = self.fleet.named(org_id or self.config.org_id, identity)
+        if device is None:
+            raise KeyError(identity)
+        return device
 
     def state_dict(self) -> dict[str, Any]:
         """The JSON snapshot: every device's renewals and certificates, and the counters."""
         now = self.now()
-        devices = {
-            device.identity: {
+        devices: dict[str, Any] = {}
+        for key, device in self.fleet.devices.items():
+            # By identity, as the state file always named them; a name another device already
+            # took (assetId "pk/dk" and the pair pk + dk, or one id in two orgs) gets its key.
+            name = device.identity if device.identity not in devices else key
+            devices[name] = {
                 "renewals": device.renewals,
                 "certificates": [_cert_state(entry, now) for entry in device.certificates],
             }
-            for device in self.fleet.devices.values()
-        }
         return {"devices": devices, "stats": self.stats.as_dict()}
 
 
