@@ -4,7 +4,9 @@ For each attempt: the intent (with any generated key) is made durable in the jou
 rate limiter grants a start, the signed call goes out, the error table decides about a retry.
 An answer that never came (`TransportError.sent`) is ambiguous: before anything is sent again,
 `reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
-journaled, then written as a bundle. Only batch-level trouble (authentication refused) raises.
+journaled, then written as a bundle. Only batch-level trouble (authentication refused, storage
+refused: `StorageError`) raises. A certificate that arrived is never dropped: when the journal
+refuses it, the write is retried, then the certificate goes to a rescue file (`batch.rescue`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch import keys
+from batch import keys, rescue, storage
 from batch.bundles import write_bundle
 from batch.enos.client import EnosClient
 from batch.enos.errors import (
@@ -31,6 +33,7 @@ from batch.enos.errors import (
     classify,
     is_retryable,
 )
+from batch.errors import StorageError
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
@@ -43,6 +46,9 @@ from batch.verify import Verified, verify_issued
 log = logging.getLogger(__name__)
 
 API_DEFAULT_VALID_DAYS = 730  # what EnOS applies when validDay is omitted (renew API page)
+# Seconds between journal writes of an issued certificate that the storage refused, before it
+# goes to a rescue file: a moment for space to come back (a checkpoint, another process).
+KEEP_RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
 @dataclass(slots=True)
@@ -63,6 +69,7 @@ class Renewer:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     ca_cache: CaCache = field(default_factory=CaCache)
+    rescue_folder: Path | None = None  # where certificates the journal refused wait (rescue.py)
 
     def __post_init__(self) -> None:
         # A rerun after a crash reconciles the devices that were in flight first, before any
@@ -175,11 +182,59 @@ class Renewer:
         # Signature checks release the GIL: in the pool they overlap with the event loop.
         verified = await asyncio.get_running_loop().run_in_executor(self.key_pool, check)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
-        await self.journal.record_renewed(
-            a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
+        await self._keep(
+            rescue.Kept(
+                key=a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
+            )
         )
         key_pem = a.material.key_pem if a.material else None
         return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
+
+    async def _keep(self, kept: rescue.Kept) -> None:
+        """Journal an issued certificate; if the storage refuses, retry, then rescue it."""
+        for delay in (*KEEP_RETRY_DELAYS, None):
+            try:
+                await self.journal.record_renewed(
+                    kept.key, outcome=kept.outcome, cert_pem=kept.cert_pem, ca_pem=kept.ca_pem
+                )
+                return
+            except StorageError as exc:
+                refused = exc
+            if delay is not None:
+                await self.sleep(delay)
+        raise await self._rescue(kept, refused)
+
+    async def _rescue(self, kept: rescue.Kept, refused: StorageError) -> StorageError:
+        """Put the certificate in a rescue file; the error that stops the run says where."""
+        path, failure = None, "no rescue folder configured"
+        if self.rescue_folder is not None:
+            try:
+                with storage.translated("cannot write a rescue file"):
+                    path = await asyncio.get_running_loop().run_in_executor(
+                        self.file_pool, rescue.keep, self.rescue_folder, kept
+                    )
+            except StorageError as exc:
+                failure = exc.message
+        if path is None:
+            # The last place left: the log. A certificate is public, so it may go there.
+            log.error(
+                "the certificate issued for %s could not be kept anywhere (%s); here it is, "
+                "with its CA, so it is not lost:\n%s%s",
+                kept.key,
+                failure,
+                kept.cert_pem,
+                kept.ca_pem,
+            )
+            return StorageError(
+                f"{refused.message}; the certificate issued for {kept.key} could not be kept "
+                "on disk either and is printed in the log: keep that log"
+            )
+        log.error("the certificate issued for %s is kept in %s", kept.key, path)
+        return StorageError(
+            f"{refused.message}; certificates already issued are kept in {path.parent} and "
+            "taken from there by the next run: free space (or restore the permission) and "
+            "rerun the same command"
+        )
 
     def _renewed_outcome(
         self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution
@@ -218,7 +273,10 @@ class Renewer:
             key_pem=key_pem,
             pkcs12_passphrase=self.pkcs12_passphrase if key_pem else None,
         )
-        path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
+        # The certificate is in the journal: a bundle that cannot be written now is rewritten
+        # from there by the next run.
+        with storage.translated(f"cannot write the bundle of {device.key}"):
+            path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
         relative = str(path.relative_to(self.out_dir))
         await self.journal.record_bundled(device.key, bundle_path=relative)
         return replace(outcome, bundle_path=relative)

@@ -1,0 +1,289 @@
+"""Storage failures and damaged journals, on real files, real SQLite and real small tmpfs mounts.
+
+A full disk is a real tmpfs mounted for the test (the machine runs tests as root); where the
+machine refuses the mount the test is skipped and says so. The simulator is the real one over
+loopback, and its own record counts the renewals: no device may ever be renewed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from batch import rescue
+from batch.errors import StorageError
+from batch.journal import JournalError
+from batch.model import KeyMode
+from tests.test_pipeline import (
+    assert_bundle_is_sound,
+    fleet,
+    run_job,
+    simulator,
+    write_inventory,
+)
+
+FLEET_RENEW = Path(sys.executable).with_name("fleet-renew")
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` for the block (skips where mounting is refused)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine refuses a tmpfs mount: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def resize(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Write a file until the disk is full; return it (delete it to free the space)."""
+    filler = path / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as stream:
+        while True:
+            stream.write(b"\0" * 4096)
+            stream.flush()
+    return filler
+
+
+def renewals(sim_state: dict[str, object], n: int) -> list[int]:
+    devices = sim_state["devices"]
+    assert isinstance(devices, dict)
+    return [int(devices[f"pkA/dev-{i:04d}"]["renewals"]) for i in range(n)]
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every output file but the journal's, by relative path (to prove they were untouched)."""
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.name.startswith("journal.sqlite")
+    }
+
+
+# --- disk full, read-only ---------------------------------------------------------------------
+
+
+async def test_a_disk_filling_mid_run_stops_with_exit_4_and_the_rerun_renews_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    n = 60
+    rows = fleet(n)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rescue_dir = tmp_path / "rescue"
+    with small_disk(tmp_path / "disk", "640k") as disk:
+        out = disk / "out"
+        options = {"key_mode": KeyMode.EC256, "concurrency": 8, "rescue_dir": rescue_dir}
+        async with simulator(rows, tmp_path, latency_ms=20) as sim:
+            with pytest.raises(StorageError) as failed:
+                await run_job(sim, inventory, out, **options)
+            first = renewals(sim.state_dict(), n)
+            resize(disk, "64m")  # space freed
+            second = await run_job(sim, inventory, out, **options)
+            after = renewals(sim.state_dict(), n)
+        for row in second.rows:
+            assert_bundle_is_sound(out / row["bundlePath"], with_key=True)
+    assert failed.value.exit_code == 4
+    message = failed.value.message  # the journal, a bundle or the report: whichever came first
+    assert message.startswith("cannot write ")
+    assert "disk is full" in message or "No space left on device" in message
+    assert 0 < sum(first) < n, "the disk must fill mid-run for this test to mean anything"
+    assert max(first) == 1
+    assert after == [1] * n  # every device renewed, none twice
+    assert second.summary.exit_code == 0
+    assert {r["status"] for r in second.rows} == {"renewed", "skipped"}
+    assert not list(rescue_dir.glob("*/*.json"))  # every kept certificate was taken back
+
+
+async def test_a_certificate_the_journal_refuses_is_kept_in_a_rescue_file_and_recovered(
+    tmp_path: Path,
+) -> None:
+    """The disk fills while the renew request is in flight: its answer cannot be journaled."""
+    rows = fleet(1)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rescue_dir = tmp_path / "rescue"
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        out = disk / "out"
+        options = {"key_mode": KeyMode.EC256, "rescue_dir": rescue_dir}
+        async with simulator(rows, tmp_path, latency_ms=500) as sim:
+            job = asyncio.create_task(run_job(sim, inventory, out, **options))
+            while not sim.stats.requests["renew"]:  # the intent is durable, the request left
+                await asyncio.sleep(0.01)
+            filler = fill(disk)
+            with pytest.raises(StorageError) as failed:
+                await job
+            kept = rescue.pending(rescue.folder_for(rescue_dir, out))
+            assert [stat.S_IMODE(p.stat().st_mode) for p, _ in kept] == [0o600]
+            issued = sim.state_dict()["devices"]["pkA/dev-0000"]
+            filler.unlink()
+            second = await run_job(sim, inventory, out, **options)
+            after = sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]
+        row = second.by_device()["dev-0000"]
+        bundle = out / row["bundlePath"]
+        written = (bundle / "cert.pem").read_text()
+        assert_bundle_is_sound(bundle, with_key=True)  # the key came from the journal's intent
+    assert str(rescue.folder_for(rescue_dir, out)) in failed.value.message
+    assert [k.key for _, k in kept] == ["o-test/pkA/dev-0000"]
+    certificate = kept[0][1]
+    assert issued["renewals"] == 1 and after == 1  # taken from the rescue file, not renewed again
+    assert (row["status"], row["resolution"]) == ("renewed", "resumed")
+    assert written.strip() == certificate.cert_pem.strip()
+    assert not rescue.folder_for(rescue_dir, out).exists()
+
+
+def test_a_read_only_out_is_exit_4_with_a_clear_message(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "inventory.csv", fleet(3))
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        done = cli("run", str(inventory), "--out", str(disk), "--sandbox", "--progress", "off")
+    assert done.returncode == 4, done.stderr
+    assert "error: cannot open the journal" in done.stderr
+    assert "Read-only file system" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FLEET_RENEW), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# --- a campaign without its journal, a damaged journal ----------------------------------------
+
+
+async def finished_campaign(tmp_path: Path) -> tuple[Path, Path]:
+    rows = fleet(4)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    out = tmp_path / "out"
+    async with simulator(rows, tmp_path) as sim:
+        await run_job(sim, inventory, out)
+    return inventory, out
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+async def test_outputs_without_their_journal_are_refused_untouched(
+    tmp_path: Path, damage: str
+) -> None:
+    inventory, out = await finished_campaign(tmp_path)
+    journal = out / "journal.sqlite"
+    if damage == "deleted":
+        journal.unlink()
+    else:
+        journal.write_bytes(b"")
+    before = snapshot(out)
+    async with simulator(fleet(4), tmp_path) as sim:
+        with pytest.raises(JournalError) as refused:
+            await run_job(sim, inventory, out)
+        assert sim.stats.requests["renew"] == 0
+    assert refused.value.exit_code == 2
+    message = refused.value.message
+    assert "summary.json" in message and "bundles/" in message and "new --out" in message
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("where", ["header", "page"])
+async def test_a_damaged_journal_is_exit_2_and_outputs_stay_untouched(
+    tmp_path: Path, where: str
+) -> None:
+    inventory, out = await finished_campaign(tmp_path)
+    journal = out / "journal.sqlite"
+    data = bytearray(journal.read_bytes())
+    page = 4096
+    assert len(data) >= 3 * page
+    if where == "header":
+        data[0:100] = os.urandom(100)
+    else:
+        data[2 * page : 3 * page] = os.urandom(page)  # a page of the tables
+    journal.write_bytes(bytes(data))
+    before = snapshot(out)
+    async with simulator(fleet(4), tmp_path) as sim:
+        with pytest.raises(JournalError) as refused:
+            await run_job(sim, inventory, out)
+        assert sim.stats.requests["renew"] == 0
+    assert refused.value.exit_code == 2
+    assert "is damaged" in refused.value.message
+    assert snapshot(out) == before
+    assert journal.read_bytes() == bytes(data)
+
+
+def test_a_damaged_journal_from_the_command_line_is_exit_2_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    inventory = write_inventory(tmp_path / "inventory.csv", fleet(2))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "journal.sqlite").write_bytes(b"this is not SQLite at all" * 200)
+    done = cli("run", str(inventory), "--out", str(out), "--sandbox", "--progress", "off")
+    assert done.returncode == 2, done.stderr
+    assert "is damaged" in done.stderr and "Traceback" not in done.stderr
+    assert not (out / "report.csv").exists()
+
+
+# --- modes and leftovers ----------------------------------------------------------------------
+
+SECRETS = {"key.pem", "bundle.p12", "journal.sqlite", "journal.sqlite.lock"}
+
+
+async def test_every_file_and_folder_has_its_mode_under_umask_000(tmp_path: Path) -> None:
+    rows = fleet(3)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    out = tmp_path / "campaign" / "out"  # its parent is created by the job too
+    previous = os.umask(0)
+    try:
+        async with simulator(rows, tmp_path) as sim:
+            await run_job(
+                sim, inventory, out, key_mode=KeyMode.EC256, pkcs12_passphrase=b"pass-phrase"
+            )
+    finally:
+        os.umask(previous)
+    modes = {
+        str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+        for p in [out.parent, *out.rglob("*")]
+    }
+    assert any(name.endswith("key.pem") for name in modes)
+    assert any(name.endswith("metrics.prom") for name in modes)
+    for name, mode in modes.items():
+        path = tmp_path / name
+        expected = 0o755 if path.is_dir() else 0o600 if path.name in SECRETS else 0o644
+        assert mode == expected, f"{name}: {mode:o}, expected {expected:o}"
+
+
+async def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(3)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    out = tmp_path / "out"
+    async with simulator(rows, tmp_path) as sim:
+        await run_job(sim, inventory, out)
+        # What SIGKILL during report.parquet's (and summary.json's) atomic write leaves.
+        left = [out / ".report.parquet.0123456789ab.tmp", out / ".summary.json.ba9876543210.tmp"]
+        for path in left:
+            path.write_bytes(b"PAR1 half a file")
+        (out / "report.parquet").unlink()
+        second = await run_job(sim, inventory, out)
+    assert not [p for p in left if p.exists()]
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+    assert pq.read_table(out / "report.parquet").num_rows == len(rows)
+    assert json.loads((out / "summary.json").read_text())["exit_code"] == 0
+    assert second.summary.exit_code == 0
