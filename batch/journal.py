@@ -574,7 +574,11 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a damaged journal before anything is written (measured: ~1 s per 100,000 devices)."""
+    """Refuse a damaged journal before anything is written.
+
+    Measured: 0.2 s for a 100,000-device journal (413 MB) in the page cache; from a cold disk
+    add the time to read the file once.
+    """
     problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
         raise _damaged(path, "; ".join(problems))

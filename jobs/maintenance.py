@@ -24,7 +24,7 @@ Config keys (paths relative to the config file's folder):
     keep = 30                        # dated folders kept, today's included
     extra_args = ["--concurrency", "16"]            # optional, more `fleet-renew run` options
 
-Exit codes: the job's (0, 1, 2, 3, 130, 143); 2 also for a bad config; 75 when another
+Exit codes: the job's (0, 1, 2, 3, 4, 130, 143); 2 also for a bad config; 75 when another
 maintenance run holds the lock.
 """
 
