@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from batch import report
+from batch import report, storage
 from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.model import ErrorClass, Status
@@ -27,7 +27,7 @@ def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
     if not shard_dirs:
         raise UsageError("merge needs at least one shard output folder")
     summaries = [_summary_of(folder) for folder in shard_dirs]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out_dir)
     _merge_reports(shard_dirs, out_dir)
     _merge_retry(shard_dirs, out_dir)
     summary = _merged_summary(summaries, shard_dirs)

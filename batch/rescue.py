@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch.bundles import atomic_output
+from batch.errors import UsageError
 from batch.journal import Journal, State, outcome_from_json, outcome_to_json
 from batch.model import Outcome
 from batch.storage import SECRET_MODE, make_dirs
@@ -73,13 +74,19 @@ def pending(folder: Path) -> list[tuple[Path, Kept]]:
         return []
     found = []
     for path in sorted(folder.glob("*.json")):
-        document = json.loads(path.read_text())
-        kept = Kept(
-            key=str(document["key"]),
-            outcome=outcome_from_json(str(document["outcome"])),
-            cert_pem=str(document["certPem"]),
-            ca_pem=str(document["caPem"]),
-        )
+        try:
+            document = json.loads(path.read_text())
+            kept = Kept(
+                key=str(document["key"]),
+                outcome=outcome_from_json(str(document["outcome"])),
+                cert_pem=str(document["certPem"]),
+                ca_pem=str(document["caPem"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"the rescue file {path} is unreadable ({type(exc).__name__}): look at it, move "
+                "it out of the way, and rerun"
+            ) from exc
         found.append((path, kept))
     return found
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from batch.model import KeyMode
 from tests.test_pipeline import (
     assert_bundle_is_sound,
     fleet,
+    read_csv,
     run_job,
     simulator,
     write_inventory,
@@ -162,10 +164,45 @@ def test_a_read_only_out_is_exit_4_with_a_clear_message(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:  # in the child: writes past the limit fail with EFBIG (a quota)
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     return subprocess.run(
-        [str(FLEET_RENEW), *args], capture_output=True, text=True, timeout=120, check=False
+        [str(FLEET_RENEW), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        preexec_fn=limit,
     )
+
+
+def test_a_journal_over_its_size_limit_still_leaves_a_summary_and_exit_4(tmp_path: Path) -> None:
+    """The journal outgrows a file-size limit mid-run while small files still fit: the run
+    stops with exit 4, keeps what it received, and summary.json says what happened."""
+    inventory = write_inventory(tmp_path / "inventory.csv", fleet(40))
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    args = ("run", str(inventory), "--out", str(out), "--sandbox", "--key-mode", "ec256")
+    args += ("--progress", "off", "--rate", "200")
+    done = cli(*args, env=env, file_size_limit=384 * 1024)
+    assert done.returncode == 4, done.stderr
+    assert "error: cannot write the journal" in done.stderr and "Traceback" not in done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 4
+    assert summary["extra"]["storageError"].startswith("cannot write the journal")
+    assert 0 < summary["counts_by_status"].get("renewed", 0) < 40  # stopped mid-run
+    again = cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    rows = read_csv(out / "report.csv")
+    assert len(rows) == 40 and {r["status"] for r in rows} <= {"renewed", "skipped"}
+    assert not list((tmp_path / "tmp").glob("fleet-renew-rescue-*/*.json"))
 
 
 # --- a campaign without its journal, a damaged journal ----------------------------------------
@@ -244,11 +281,15 @@ def test_a_damaged_journal_from_the_command_line_is_exit_2_without_a_traceback(
 SECRETS = {"key.pem", "bundle.p12", "journal.sqlite", "journal.sqlite.lock"}
 
 
-async def test_every_file_and_folder_has_its_mode_under_umask_000(tmp_path: Path) -> None:
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+async def test_every_file_and_folder_has_its_mode_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    """umask 000 never widens the modes (nothing world-writable); 077 narrows them."""
     rows = fleet(3)
     inventory = write_inventory(tmp_path / "inventory.csv", rows)
     out = tmp_path / "campaign" / "out"  # its parent is created by the job too
-    previous = os.umask(0)
+    previous = os.umask(umask)
     try:
         async with simulator(rows, tmp_path) as sim:
             await run_job(
@@ -264,7 +305,8 @@ async def test_every_file_and_folder_has_its_mode_under_umask_000(tmp_path: Path
     assert any(name.endswith("metrics.prom") for name in modes)
     for name, mode in modes.items():
         path = tmp_path / name
-        expected = 0o755 if path.is_dir() else 0o600 if path.name in SECRETS else 0o644
+        base = 0o755 if path.is_dir() else 0o600 if path.name in SECRETS else 0o644
+        expected = base & ~umask
         assert mode == expected, f"{name}: {mode:o}, expected {expected:o}"
 
 
