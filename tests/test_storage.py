@@ -12,9 +12,11 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,6 +205,33 @@ def test_a_journal_over_its_size_limit_still_leaves_a_summary_and_exit_4(tmp_pat
     rows = read_csv(out / "report.csv")
     assert len(rows) == 40 and {r["status"] for r in rows} <= {"renewed", "skipped"}
     assert not list((tmp_path / "tmp").glob("fleet-renew-rescue-*/*.json"))
+
+
+def test_permission_lost_mid_run_is_exit_4_and_the_rerun_completes(tmp_path: Path) -> None:
+    """The bundles' folder turns read-only under a run that has no CAP_DAC_OVERRIDE (as a
+    non-root operator's would): exit 4 with the reason, then a rerun finishes the campaign."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE for the run")
+    inventory = write_inventory(tmp_path / "inventory.csv", fleet(40))
+    out = tmp_path / "out"
+    args = [str(FLEET_RENEW), "run", str(inventory), "--out", str(out), "--sandbox"]
+    args += ["--progress", "off", "--rate", "10", "--rescue-dir", str(tmp_path)]
+    without_override = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    with subprocess.Popen(
+        [*without_override, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job:
+        folder = out / "bundles" / "o-test"
+        while not folder.is_dir() and job.poll() is None:
+            time.sleep(0.01)
+        folder.chmod(0o555)  # a permission taken away mid-run
+        _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 4, stderr
+    assert "Permission denied" in stderr and "Traceback" not in stderr
+    folder.chmod(0o755)
+    again = subprocess.run([*without_override, *args], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    rows = read_csv(out / "report.csv")
+    assert len(rows) == 40 and {r["status"] for r in rows} <= {"renewed", "skipped"}
 
 
 # --- a campaign without its journal, a damaged journal ----------------------------------------
