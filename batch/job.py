@@ -19,6 +19,7 @@ import os
 import random
 import secrets
 import signal
+import typing
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 JOURNAL_NAME = "journal.sqlite"
+E = typing.TypeVar("E", bound=BaseException)
 
 
 async def run(config: RunConfig) -> report.Summary:
@@ -65,6 +67,10 @@ async def run(config: RunConfig) -> report.Summary:
                     log.error("aborted: %s", batch.aborted)
                 except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
                     raise InventoryError(_first_message(group)) from None
+                except* StorageError as group:  # a journal read failed mid-run (I/O error)
+                    batch.storage_error = batch.storage_error or _first(group)
+                except* JournalError as group:  # a damaged page found mid-run: exit 2 as well
+                    raise _first(group) from None
     except StorageError as exc:
         if batch is None:
             raise  # at set-up: nothing was sent
@@ -191,10 +197,15 @@ async def _publish(
 
 def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
     """The message of the first error (task groups nest them)."""
+    return str(_first(group))
+
+
+def _first(group: BaseExceptionGroup[E]) -> E:
+    """The first error of a (nested) group."""
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
-    return str(first)
+    return typing.cast(E, first)
 
 
 async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tuple[str, Credentials]:
