@@ -215,10 +215,13 @@ def test_permission_lost_mid_run_is_exit_4_and_the_rerun_completes(tmp_path: Pat
     inventory = write_inventory(tmp_path / "inventory.csv", fleet(40))
     out = tmp_path / "out"
     args = [str(FLEET_RENEW), "run", str(inventory), "--out", str(out), "--sandbox"]
-    args += ["--progress", "off", "--rate", "10", "--rescue-dir", str(tmp_path)]
+    args += ["--progress", "off", "--rescue-dir", str(tmp_path)]
     without_override = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    with subprocess.Popen(
-        [*without_override, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    with subprocess.Popen(  # slowly, so that the permission goes while devices remain
+        [*without_override, *args, "--rate", "10", "--concurrency", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as job:
         folder = out / "bundles" / "o-test"
         while not folder.is_dir() and job.poll() is None:
@@ -228,7 +231,9 @@ def test_permission_lost_mid_run_is_exit_4_and_the_rerun_completes(tmp_path: Pat
     assert job.returncode == 4, stderr
     assert "Permission denied" in stderr and "Traceback" not in stderr
     folder.chmod(0o755)
-    again = subprocess.run([*without_override, *args], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [*without_override, *args, "--rate", "200"], capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
     rows = read_csv(out / "report.csv")
     assert len(rows) == 40 and {r["status"] for r in rows} <= {"renewed", "skipped"}
