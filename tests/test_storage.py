@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ import pytest
 
 from batch import rescue
 from batch.errors import StorageError
-from batch.journal import JournalError
+from batch.journal import Journal, JournalError
 from batch.model import KeyMode
 from tests.test_pipeline import (
     assert_bundle_is_sound,
@@ -155,6 +156,34 @@ async def test_a_certificate_the_journal_refuses_is_kept_in_a_rescue_file_and_re
     assert not rescue.folder_for(rescue_dir, out).exists()
 
 
+async def test_the_journal_reports_a_full_disk_as_a_storage_error_and_recovers_after(
+    tmp_path: Path,
+) -> None:
+    """SQLite's "disk is full" becomes StorageError; the writer thread lives on, and once space
+    is back the same journal takes writes again."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        journal = await Journal.open(disk / "journal.sqlite")
+        async with journal:
+            filler = fill(disk)
+            with pytest.raises(StorageError, match="disk is full"):
+                await intent(journal, "o/a")
+            filler.unlink()
+            await intent(journal, "o/b")
+            assert set(journal.index()) == {"o/b"}
+
+
+async def intent(journal: Journal, key: str) -> None:
+    await journal.record_intent(
+        key,
+        row=2,
+        cert_sn=7,
+        key_pem=b"k" * 20_000,  # more than the slack left in the files' last pages
+        csr_pem=None,
+        key_type="EC",
+        at=datetime.now(UTC),
+    )
+
+
 def test_a_read_only_out_is_exit_4_with_a_clear_message(tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path / "inventory.csv", fleet(3))
     with small_disk(tmp_path / "disk", "1m") as disk:
@@ -270,6 +299,20 @@ async def test_outputs_without_their_journal_are_refused_untouched(
     message = refused.value.message
     assert "summary.json" in message and "bundles/" in message and "new --out" in message
     assert snapshot(out) == before
+
+
+async def test_a_dry_runs_outputs_are_not_a_campaign_the_real_run_may_start(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(3)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    out = tmp_path / "out"
+    async with simulator(rows, tmp_path) as sim:
+        await run_job(sim, inventory, out, dry_run=True)
+        assert (out / "summary.json").exists() and not (out / "journal.sqlite").exists()
+        real = await run_job(sim, inventory, out)
+    assert real.summary.exit_code == 0
+    assert [r["status"] for r in real.rows] == ["renewed"] * 3
 
 
 @pytest.mark.parametrize("where", ["header", "page"])
