@@ -86,9 +86,11 @@ def make_dirs(folder: Path, mode: int = FOLDER_MODE) -> None:
 def create_file(path: Path, mode: int = FILE_MODE) -> int:
     """Open `path` for writing, emptied, as a descriptor; never wider than `mode`.
 
-    A file left by an older version may have a wider mode: it is narrowed, never widened.
+    Never through a link planted at `path` (O_NOFOLLOW: ELOOP). A file left by an older
+    version may have a wider mode: it is narrowed, never widened.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, mode)
     found = os.fstat(fd).st_mode & 0o777
     if found & ~mode:
         os.fchmod(fd, found & mode)
