@@ -91,9 +91,13 @@ def create_file(path: Path, mode: int = FILE_MODE) -> int:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, mode)
-    found = os.fstat(fd).st_mode & 0o777
-    if found & ~mode:
-        os.fchmod(fd, found & mode)
+    try:
+        found = os.fstat(fd).st_mode & 0o777
+        if found & ~mode:
+            os.fchmod(fd, found & mode)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
