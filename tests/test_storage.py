@@ -387,6 +387,20 @@ async def test_every_file_and_folder_has_its_mode_whatever_the_umask(
         assert mode == expected, f"{name}: {mode:o}, expected {expected:o}"
 
 
+async def test_a_world_writable_report_left_by_an_older_version_is_narrowed(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.csv").touch()
+    (out / "report.csv").chmod(0o666)
+    async with simulator(rows, tmp_path) as sim:
+        await run_job(sim, inventory, out)
+    assert stat.S_IMODE((out / "report.csv").stat().st_mode) == 0o644
+
+
 async def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(
     tmp_path: Path,
 ) -> None:
