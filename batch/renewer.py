@@ -192,49 +192,55 @@ class Renewer:
 
     async def _keep(self, kept: rescue.Kept) -> None:
         """Journal an issued certificate; if the storage refuses, retry, then rescue it."""
-        for delay in (*KEEP_RETRY_DELAYS, None):
-            try:
-                await self.journal.record_renewed(
-                    kept.key, outcome=kept.outcome, cert_pem=kept.cert_pem, ca_pem=kept.ca_pem
-                )
-                return
-            except StorageError as exc:
-                refused = exc
-            if delay is not None:
-                await self.sleep(delay)
-        raise await self._rescue(kept, refused)
+        try:
+            for delay in (*KEEP_RETRY_DELAYS, None):
+                try:
+                    await self.journal.record_renewed(
+                        kept.key, outcome=kept.outcome, cert_pem=kept.cert_pem, ca_pem=kept.ca_pem
+                    )
+                    return
+                except StorageError as exc:
+                    refused = exc
+                if delay is not None:
+                    await self.sleep(delay)
+        except asyncio.CancelledError:
+            # Stopped mid-way (the grace period ran out): whether the journal took it is
+            # unknown, so keep it now, on this thread (a small file), then stop.
+            self._put_aside(kept)
+            raise
+        path = await asyncio.get_running_loop().run_in_executor(
+            self.file_pool, self._put_aside, kept
+        )
+        where = (
+            f"certificates already issued are kept in {path.parent} and taken from there by "
+            "the next run: free space (or restore the permission) and rerun the same command"
+            if path is not None
+            else f"the certificate issued for {kept.key} could not be kept on disk either and "
+            "is printed in the log: keep that log"
+        )
+        raise StorageError(f"{refused.message}; {where}")
 
-    async def _rescue(self, kept: rescue.Kept, refused: StorageError) -> StorageError:
-        """Put the certificate in a rescue file; the error that stops the run says where."""
-        path, failure = None, "no rescue folder configured"
+    def _put_aside(self, kept: rescue.Kept) -> Path | None:
+        """Write a rescue file (blocking) and return it; failing that, log the certificate."""
+        failure = "no rescue folder configured"
         if self.rescue_folder is not None:
             try:
                 with storage.translated("cannot write a rescue file"):
-                    path = await asyncio.get_running_loop().run_in_executor(
-                        self.file_pool, rescue.keep, self.rescue_folder, kept
-                    )
+                    path = rescue.keep(self.rescue_folder, kept)
+                log.error("the certificate issued for %s is kept in %s", kept.key, path)
+                return path
             except StorageError as exc:
                 failure = exc.message
-        if path is None:
-            # The last place left: the log. A certificate is public, so it may go there.
-            log.error(
-                "the certificate issued for %s could not be kept anywhere (%s); here it is, "
-                "with its CA, so it is not lost:\n%s%s",
-                kept.key,
-                failure,
-                kept.cert_pem,
-                kept.ca_pem,
-            )
-            return StorageError(
-                f"{refused.message}; the certificate issued for {kept.key} could not be kept "
-                "on disk either and is printed in the log: keep that log"
-            )
-        log.error("the certificate issued for %s is kept in %s", kept.key, path)
-        return StorageError(
-            f"{refused.message}; certificates already issued are kept in {path.parent} and "
-            "taken from there by the next run: free space (or restore the permission) and "
-            "rerun the same command"
+        # The last place left: the log. A certificate is public, so it may go there.
+        log.error(
+            "the certificate issued for %s could not be kept anywhere (%s); here it is, "
+            "with its CA, so it is not lost:\n%s%s",
+            kept.key,
+            failure,
+            kept.cert_pem,
+            kept.ca_pem,
         )
+        return None
 
     def _renewed_outcome(
         self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution

@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -154,6 +155,35 @@ async def test_a_certificate_the_journal_refuses_is_kept_in_a_rescue_file_and_re
     assert (row["status"], row["resolution"]) == ("renewed", "resumed")
     assert written.strip() == certificate.cert_pem.strip()
     assert not rescue.folder_for(rescue_dir, out).exists()
+
+
+async def test_a_certificate_whose_journal_write_is_cut_short_by_a_stop_is_still_kept(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with --grace-seconds 0 cancels the device while its journal write is being
+    retried on a full disk: the certificate goes to a rescue file before the task ends."""
+    rows = fleet(1)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rescue_dir = tmp_path / "rescue"
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        out = disk / "out"
+        options = {"key_mode": KeyMode.EC256, "rescue_dir": rescue_dir}
+        async with simulator(rows, tmp_path, latency_ms=300) as sim:
+            job = asyncio.create_task(run_job(sim, inventory, out, grace_seconds=0, **options))
+            while not sim.stats.requests["renew"]:
+                await asyncio.sleep(0.01)
+            filler = fill(disk)
+            await asyncio.sleep(0.3 + 0.5)  # the answer came; the journal write is being retried
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(StorageError):  # nor can the report be finished on a full disk
+                await job
+            kept = rescue.pending(rescue.folder_for(rescue_dir, out))
+            filler.unlink()
+            second = await run_job(sim, inventory, out, **options)
+            renewed = sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]
+    assert [k.key for _, k in kept] == ["o-test/pkA/dev-0000"]
+    assert renewed == 1
+    assert second.by_device()["dev-0000"]["status"] == "renewed"
 
 
 async def test_the_journal_reports_a_full_disk_as_a_storage_error_and_recovers_after(
