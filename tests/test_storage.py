@@ -173,7 +173,9 @@ async def test_a_certificate_whose_journal_write_is_cut_short_by_a_stop_is_still
             while not sim.stats.requests["renew"]:
                 await asyncio.sleep(0.01)
             filler = fill(disk)
-            await asyncio.sleep(0.3 + 0.5)  # the answer came; the journal write is being retried
+            while not sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]:
+                await asyncio.sleep(0.01)  # renewed: the answer is on its way
+            await asyncio.sleep(0.3)  # ...and its journal write is being retried (for 1.7 s)
             os.kill(os.getpid(), signal.SIGTERM)
             with pytest.raises(StorageError):  # nor can the report be finished on a full disk
                 await job
