@@ -7,6 +7,11 @@ An answer that never came (`TransportError.sent`) is ambiguous: before anything 
 journaled, then written as a bundle. Only batch-level trouble (authentication refused, storage
 refused: `StorageError`) raises. A certificate that arrived is never dropped: when the journal
 refuses it, the write is retried, then the certificate goes to a rescue file (`batch.rescue`).
+
+CAs: with `pinned_cas` (--pin-ca), a certificate that does not chain to one of them fails
+verification (it is kept, as every issued certificate is). Without pins, the first issuing CA
+of a campaign is taken as its CA; a certificate from a CA not seen before in the campaign is
+still accepted (EnOS may rotate its CA) but its report row says so, and `ca_changes` counts it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography import x509
+
 from batch import keys, rescue, storage
 from batch.bundles import write_bundle
 from batch.enos.client import EnosClient
@@ -32,6 +39,7 @@ from batch.enos.errors import (
     TransportError,
     classify,
     is_retryable,
+    redact,
 )
 from batch.errors import StorageError
 from batch.journal import Entry, Journal, State
@@ -41,7 +49,7 @@ from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
 from batch.retry import Retrier, RetryPolicy
-from batch.verify import Verified, verify_issued
+from batch.verify import Verified, ca_fingerprints, verify_issued
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,9 @@ class Renewer:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     ca_cache: CaCache = field(default_factory=CaCache)
+    pinned_cas: tuple[x509.Certificate, ...] = ()  # --pin-ca: issued certificates chain to one
+    campaign_cas: set[str] = field(default_factory=set)  # SHA-256 of the CAs seen in the campaign
+    ca_changes: int = 0  # certificates from a CA first seen after the campaign's first CA
     rescue_folder: Path | None = None  # where certificates the journal refused wait (rescue.py)
 
     def __post_init__(self) -> None:
@@ -77,6 +88,7 @@ class Renewer:
         # PEM could not be recovered and each such device would be renewed a second time.
         for ca_pem in self.journal.ca_pems():
             self.ca_cache.remember(ca_pem)
+            self.campaign_cas |= ca_fingerprints(ca_pem)
 
     async def renew(self, device: Device, prior: State | None) -> Outcome:
         """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
@@ -178,9 +190,12 @@ class Renewer:
             expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
             requested_days=self._requested_days(a.device),
             now=now,
+            pinned=self.pinned_cas,
         )
         # Signature checks release the GIL: in the pool they overlap with the event loop.
         verified = await asyncio.get_running_loop().run_in_executor(self.key_pool, check)
+        if (ca_note := self._new_ca(verified)) is not None:
+            a.note = "; ".join(n for n in (a.note, ca_note) if n)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
         await self._keep(
             rescue.Kept(
@@ -189,6 +204,21 @@ class Renewer:
         )
         key_pem = a.material.key_pem if a.material else None
         return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
+
+    def _new_ca(self, verified: Verified) -> str | None:
+        """A note when the issuing CA was not seen before in this campaign (not for the first)."""
+        fingerprint = verified.ca_sha256
+        if fingerprint is None or fingerprint in self.campaign_cas:
+            return None
+        first = not self.campaign_cas
+        self.campaign_cas.add(fingerprint)
+        if first:
+            return None
+        self.ca_changes += 1
+        subject = redact(verified.ca_subject or "", ())  # the answer's text: escape controls
+        note = f"issued by a CA not seen before in this campaign: {subject} (sha256 {fingerprint})"
+        log.warning("%s", note)
+        return note
 
     async def _keep(self, kept: rescue.Kept) -> None:
         """Journal an issued certificate; if the storage refuses, retry, then rescue it."""
