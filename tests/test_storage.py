@@ -29,6 +29,7 @@ from batch import rescue
 from batch.errors import StorageError
 from batch.journal import Journal, JournalError
 from batch.model import KeyMode
+from batch.simulator import RunningSimulator
 from tests.test_pipeline import (
     assert_bundle_is_sound,
     fleet,
@@ -72,6 +73,19 @@ def fill(path: Path) -> Path:
     return filler
 
 
+async def fill_once_sent(sim: RunningSimulator, disk: Path) -> Path:
+    """Once the renew request arrived (its intent is durable), fill the disk; return the filler."""
+    while not sim.stats.requests["renew"]:
+        await asyncio.sleep(0.01)
+    return fill(disk)
+
+
+def inventory_of(tmp_path: Path, n: int) -> tuple[list[dict[str, object]], Path]:
+    """A fleet of `n` devices and its inventory file."""
+    rows = fleet(n)
+    return rows, write_inventory(tmp_path / "inventory.csv", rows)
+
+
 def renewals(sim_state: dict[str, object], n: int) -> list[int]:
     devices = sim_state["devices"]
     assert isinstance(devices, dict)
@@ -94,8 +108,7 @@ async def test_a_disk_filling_mid_run_stops_with_exit_4_and_the_rerun_renews_not
     tmp_path: Path,
 ) -> None:
     n = 60
-    rows = fleet(n)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, n)
     rescue_dir = tmp_path / "rescue"
     with small_disk(tmp_path / "disk", "640k") as disk:
         out = disk / "out"
@@ -125,17 +138,14 @@ async def test_a_certificate_the_journal_refuses_is_kept_in_a_rescue_file_and_re
     tmp_path: Path,
 ) -> None:
     """The disk fills while the renew request is in flight: its answer cannot be journaled."""
-    rows = fleet(1)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 1)
     rescue_dir = tmp_path / "rescue"
     with small_disk(tmp_path / "disk", "4m") as disk:
         out = disk / "out"
         options = {"key_mode": KeyMode.EC256, "rescue_dir": rescue_dir}
         async with simulator(rows, tmp_path, latency_ms=500) as sim:
             job = asyncio.create_task(run_job(sim, inventory, out, **options))
-            while not sim.stats.requests["renew"]:  # the intent is durable, the request left
-                await asyncio.sleep(0.01)
-            filler = fill(disk)
+            filler = await fill_once_sent(sim, disk)
             with pytest.raises(StorageError) as failed:
                 await job
             kept = rescue.pending(rescue.folder_for(rescue_dir, out))
@@ -162,17 +172,14 @@ async def test_a_certificate_whose_journal_write_is_cut_short_by_a_stop_is_still
 ) -> None:
     """SIGTERM with --grace-seconds 0 cancels the device while its journal write is being
     retried on a full disk: the certificate goes to a rescue file before the task ends."""
-    rows = fleet(1)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 1)
     rescue_dir = tmp_path / "rescue"
     with small_disk(tmp_path / "disk", "4m") as disk:
         out = disk / "out"
         options = {"key_mode": KeyMode.EC256, "rescue_dir": rescue_dir}
         async with simulator(rows, tmp_path, latency_ms=300) as sim:
             job = asyncio.create_task(run_job(sim, inventory, out, grace_seconds=0, **options))
-            while not sim.stats.requests["renew"]:
-                await asyncio.sleep(0.01)
-            filler = fill(disk)
+            filler = await fill_once_sent(sim, disk)
             while not sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]:
                 await asyncio.sleep(0.01)  # renewed: the answer is on its way
             await asyncio.sleep(0.3)  # ...and its journal write is being retried (for 1.7 s)
@@ -304,8 +311,7 @@ def test_permission_lost_mid_run_is_exit_4_and_the_rerun_completes(tmp_path: Pat
 
 
 async def finished_campaign(tmp_path: Path) -> tuple[Path, Path]:
-    rows = fleet(4)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 4)
     out = tmp_path / "out"
     async with simulator(rows, tmp_path) as sim:
         await run_job(sim, inventory, out)
@@ -336,8 +342,7 @@ async def test_outputs_without_their_journal_are_refused_untouched(
 async def test_a_dry_runs_outputs_are_not_a_campaign_the_real_run_may_start(
     tmp_path: Path,
 ) -> None:
-    rows = fleet(3)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 3)
     out = tmp_path / "out"
     async with simulator(rows, tmp_path) as sim:
         await run_job(sim, inventory, out, dry_run=True)
@@ -395,8 +400,7 @@ async def test_every_file_and_folder_has_its_mode_whatever_the_umask(
     tmp_path: Path, umask: int
 ) -> None:
     """umask 000 never widens the modes (nothing world-writable); 077 narrows them."""
-    rows = fleet(3)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 3)
     out = tmp_path / "campaign" / "out"  # its parent is created by the job too
     previous = os.umask(umask)
     try:
@@ -422,8 +426,7 @@ async def test_every_file_and_folder_has_its_mode_whatever_the_umask(
 async def test_a_world_writable_report_left_by_an_older_version_is_narrowed(
     tmp_path: Path,
 ) -> None:
-    rows = fleet(2)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 2)
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.csv").touch()
@@ -436,8 +439,7 @@ async def test_a_world_writable_report_left_by_an_older_version_is_narrowed(
 async def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(
     tmp_path: Path,
 ) -> None:
-    rows = fleet(3)
-    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    rows, inventory = inventory_of(tmp_path, 3)
     out = tmp_path / "out"
     async with simulator(rows, tmp_path) as sim:
         await run_job(sim, inventory, out)
