@@ -29,7 +29,7 @@ from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.journal import Journal, State, outcome_from_json, outcome_to_json
 from batch.model import Outcome
-from batch.storage import SECRET_MODE, make_dirs
+from batch.storage import SECRET_MODE, clean_temporaries, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ async def recover(journal: Journal, folder: Path) -> int:
     A device the journal already holds as bundled kept a stale copy: it is only deleted.
     """
     taken = 0
+    if folder.is_dir():
+        clean_temporaries(folder)  # a rescue file whose writing was killed: never complete
     for path, kept in pending(folder):
         entry = journal.get(kept.key)
         if entry is None or entry.state is not State.BUNDLED:

@@ -26,8 +26,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch import rescue
+from batch.config import Shard
 from batch.errors import StorageError
 from batch.journal import Journal, JournalError
+from batch.merge import merge_outputs
 from batch.model import KeyMode
 from batch.simulator import RunningSimulator
 from tests.test_pipeline import (
@@ -454,3 +456,17 @@ async def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(
     assert pq.read_table(out / "report.parquet").num_rows == len(rows)
     assert json.loads((out / "summary.json").read_text())["exit_code"] == 0
     assert second.summary.exit_code == 0
+
+
+async def test_merging_a_shard_that_stopped_on_a_storage_error_keeps_exit_4(tmp_path: Path) -> None:
+    rows, inventory = inventory_of(tmp_path, 6)
+    shards = [tmp_path / "shard-0", tmp_path / "shard-1"]
+    async with simulator(rows, tmp_path) as sim:
+        for i, folder in enumerate(shards):
+            await run_job(sim, inventory, folder, shard=Shard(index=i, count=2))
+    summary_path = shards[1] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["exit_code"] = 4  # what that shard's summary says after a disk filled up
+    summary_path.write_text(json.dumps(summary))
+    merged = merge_outputs(shards, tmp_path / "merged")
+    assert merged.exit_code == 4
