@@ -168,7 +168,8 @@ def _refuse_outputs_without_journal(config: RunConfig) -> None:
     (its old certificates are superseded, so EnOS answers cert_revoked) and its report replaced.
     """
     path = config.out_dir / JOURNAL_NAME
-    if path.exists() and path.stat().st_size > 0:
+    wal = path.with_name(f"{path.name}-wal")  # a killed first run may hold it all there
+    if any(p.exists() and p.stat().st_size > 0 for p in (path, wal)):
         return
     found = storage.campaign_outputs(config.out_dir)
     if found:
