@@ -19,7 +19,13 @@ import pytest
 
 from batch.enos import ClientConfig, EnosClient
 from batch.enos.client import MAX_ANSWER_BYTES
-from batch.enos.errors import AuthError, GatewayError, MalformedResponse, classify
+from batch.enos.errors import (
+    AuthError,
+    GatewayError,
+    MalformedResponse,
+    TokenServiceError,
+    classify,
+)
 from batch.model import Device, ErrorClass
 from tests import hostile
 from tests.hostile import Chunks, Request
@@ -199,14 +205,15 @@ async def test_renew_answer_just_under_the_cap_is_read_whole() -> None:
     assert issued.cert_sn == "7" and len(issued.cert_pem) > size - 100
 
 
-async def test_token_answer_over_the_cap_is_malformed() -> None:
+async def test_token_answer_over_the_cap_is_a_token_service_failure() -> None:
     too_big = hostile.huge(BIG, declared=True)
     async with (
         hostile.hostile_server(hostile.reflected, token_answer=too_big) as server,
         client_for(server.url) as client,
     ):
-        with pytest.raises(MalformedResponse, match="larger than"):
+        with pytest.raises(TokenServiceError, match="larger than") as caught:
             await client.renew_certificate(DEVICE, cert_sn=1000)
+    assert isinstance(caught.value.__cause__, MalformedResponse)  # never `ambiguous`: nothing sent
     assert [r.path.rsplit("/", 1)[-1] for r in server.seen] == ["get"]  # no business call left
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from batch.enos import sign, token_encryption
+from batch.model import ParamPlacement
 from batch.simulator import RunningSimulator, SimulatorConfig
 from batch.simulator.ca import public_key_sha256
 from tests import certs
@@ -171,6 +172,21 @@ async def test_token_get_after_expiry_returns_a_new_token(sim_config: SimulatorC
         assert half["data"] == {"accessToken": first, "expire": 30}
         clock.advance(31)
         assert await raw.login() != first
+
+
+async def test_single_token_mode_get_invalidates_the_previous_token(
+    sim_config: SimulatorConfig,
+) -> None:
+    async with raw_simulator(dataclasses.replace(sim_config, single_token=True)) as raw:
+        first = await raw.login()
+        assert (await raw.call("list", {"orgId": SIM_ORG, **ASSET_1})).body["code"] == 0
+        second = await raw.login()
+        assert second != first
+        refused = await raw.call("list", {"orgId": SIM_ORG, **ASSET_1}, token=first)
+        assert refused.status == 401
+        assert refused.body == {"message": "Invalid authentication credentials"}
+        accepted = await raw.call("list", {"orgId": SIM_ORG, **ASSET_1}, token=second)
+        assert accepted.status == 200 and accepted.body["code"] == 0
 
 
 # -- gateway: signatures ----------------------------------------------------------------------
@@ -438,6 +454,33 @@ async def test_renew_parameters_in_the_query_work_and_the_body_wins(
     only_query = await raw_enos.call("renew", params)
     assert only_query.body["code"] == 0
     assert raw_enos.sim.device("pk/dk-2").renewals == 1
+
+
+@pytest.mark.parametrize("placement", [ParamPlacement.BODY, ParamPlacement.QUERY])
+async def test_a_strict_gateway_reads_renew_parameters_only_in_its_place(
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey, placement: ParamPlacement
+) -> None:
+    device = {"orgId": SIM_ORG, "assetId": "asset-1"}
+    csr = {"csr": make_csr(rsa_key)}  # always read from the body
+
+    def request(place: ParamPlacement, **values: int) -> tuple[dict[str, str], dict[str, object]]:
+        if place is ParamPlacement.QUERY:
+            return {**device, **{k: str(v) for k, v in values.items()}}, csr
+        return device, {**csr, **values}
+
+    other = ParamPlacement.QUERY if placement is ParamPlacement.BODY else ParamPlacement.BODY
+    strict = dataclasses.replace(sim_config, param_placement=placement)
+    async with raw_simulator(strict) as raw:
+        answer = await raw.call("renew", *request(other, certSn=1001, validDay=10))
+        assert_error(answer, 99400, "Invalid Argument certSn:certSn is missing")
+        query, body = request(placement, certSn=1001)
+        query = {**query, **request(other, validDay=10)[0]}  # validDay elsewhere: ignored
+        body = {**body, **request(other, validDay=10)[1]}
+        answer = await raw.call("renew", query, body)
+        assert answer.body["code"] == 0, answer.body
+        cert = cert_of(answer.body["data"])  # the default validity, not the 10 days sent
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
+        assert raw.sim.device("asset-1").renewals == 1
 
 
 async def test_the_documented_sample_csr_is_accepted(raw_enos: RawEnos) -> None:

@@ -1,9 +1,12 @@
 """The simulated APIM token service and the check of every business call's credentials.
 
-One token per appKey: `get` returns the current token while it is valid; `refresh` replaces it
-(the old one stops working at once). Business calls carry the token, a timestamp and a
-signature (`batch.enos.sign`); a wrong one is HTTP 401, an expired token is HTTP 401 with the
-token service's code 1203.
+One token per appKey: `get` returns the current token while it is valid (documented); `refresh`
+replaces it (the old one stops working at once). With `single_token`, every `get` mints a new
+token and the previous one stops working: a guess, the docs are silent on it, made so that
+processes sharing one app key can be tested against the harsher of the two possibilities.
+Business calls carry the token, a timestamp and a signature (`batch.enos.sign`); a wrong one is
+HTTP 401, an expired token is HTTP 401 with the token service's code 1203 (its HTTP status and
+body shape are a guess: the docs are silent).
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ class TokenService:
         ttl: float,
         clock: Callable[[], float],
         rng: random.Random,
+        single_token: bool = False,
     ) -> None:
         self._app_key = app_key
+        self._single_token = single_token
         self._app_secret = app_secret
         self._ttl = ttl
         self._clock = clock
@@ -70,10 +75,13 @@ class TokenService:
         self._seen: dict[str, float] = {}  # encryption -> when it was used (replay guard)
 
     def get(self, body: Mapping[str, object]) -> Grant:
-        """`token/get`: the current token, or a new one if there is none or it expired."""
+        """`token/get`: the current token, or a new one if there is none or it expired.
+
+        In single-token mode always a new one, which invalidates the previous one.
+        """
         self._check_request(body)
         now = self._clock()
-        if self._current is None or now >= self._current.expires_at:
+        if self._single_token or self._current is None or now >= self._current.expires_at:
             self._current = self._mint(now)
         return Grant(self._current.value, int(self._current.expires_at - now))
 
