@@ -40,10 +40,10 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from batch.model import Device
+from batch.storage import FILE_MODE, FOLDER_MODE, SECRET_MODE, make_dirs
 
 MAX_NAME = 120  # far below the 255-byte limit of common filesystems, with room for the tag
-PUBLIC_MODE = 0o644  # narrowed further by the process umask
-SECRET_MODE = 0o600
+PUBLIC_MODE = FILE_MODE  # narrowed further by a stricter umask, never widened (batch.storage)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]", re.ASCII)
 _TAG = re.compile(r"-[0-9a-f]{8}\Z")
@@ -140,9 +140,9 @@ def write_bundle(
 def _make_folder(folder: Path) -> bool:
     """Create the device's folder (and its parents); True when it did not exist before."""
     try:
-        os.mkdir(folder)
+        os.mkdir(folder, FOLDER_MODE)
     except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
     except FileExistsError:
         return False
     return True

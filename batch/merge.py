@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from batch import report
+from batch import report, storage
 from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.model import ErrorClass, Status
@@ -29,7 +29,7 @@ def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
     if not shard_dirs:
         raise UsageError("merge needs at least one shard output folder")
     summaries = [_summary_of(folder) for folder in shard_dirs]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out_dir)
     _merge_reports(shard_dirs, out_dir)
     _concat_csv(shard_dirs, out_dir, report.RETRY_CSV)
     # Each shard's next inventory holds its own rows: together, the whole inventory's.
@@ -92,10 +92,11 @@ def _merged_summary(summaries: list[dict[str, Any]], shard_dirs: list[Path]) -> 
         by_class.update({ErrorClass(k): v for k, v in s["counts_by_class"].items()})
         campaign.update({Status(k): v for k, v in s.get("extra", {}).get("campaign", {}).items()})
     aborted = [s["aborted_reason"] for s in summaries if s.get("aborted_reason")]
-    stopped = [s for s in summaries if s["exit_code"] in (130, 143)]
+    # A shard stopped by a signal or by a storage error (exit 4) left the campaign unfinished.
+    stopped = [s for s in summaries if s["exit_code"] in (4, 130, 143)]
     exit_code = report.exit_code_for(campaign or by_status, aborted=bool(aborted))
     if stopped and exit_code != 3:
-        exit_code = stopped[0]["exit_code"]  # a stopped shard means the campaign is unfinished
+        exit_code = stopped[0]["exit_code"]
     return report.Summary(
         counts_by_status=dict(by_status),
         counts_by_class=dict(by_class),
