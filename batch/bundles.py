@@ -42,10 +42,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from batch.model import Device
 from batch.safe_read import read_regular_file
+from batch.storage import FILE_MODE, FOLDER_MODE, SECRET_MODE, make_dirs
 
 MAX_NAME = 120  # far below the 255-byte limit of common filesystems, with room for the tag
-PUBLIC_MODE = 0o644  # narrowed further by the process umask
-SECRET_MODE = 0o600
+PUBLIC_MODE = FILE_MODE  # narrowed further by a stricter umask, never widened (batch.storage)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]", re.ASCII)
 _TAG = re.compile(r"-[0-9a-f]{8}\Z")
@@ -161,7 +161,7 @@ def _open_dir_at(parent: int, name: str, *, create: bool) -> tuple[int, bool]:
         if not create:
             raise
     with contextlib.suppress(FileExistsError):  # a dangling link, or a racing creator
-        os.mkdir(name, 0o755, dir_fd=parent)
+        os.mkdir(name, FOLDER_MODE, dir_fd=parent)
         created = True
     return os.open(name, _DIR_FLAGS, dir_fd=parent), created
 
@@ -181,7 +181,7 @@ def open_below(
     except FileNotFoundError:
         if not create:
             raise
-        os.makedirs(out_dir, exist_ok=True)
+        make_dirs(Path(out_dir))
         fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     created = False
     try:

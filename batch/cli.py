@@ -3,8 +3,10 @@
 Exit codes (a scheduler can act on them):
   0    every device renewed or skipped
   1    some devices failed or were invalid (see report.csv and retry.csv)
-  2    usage, configuration, inventory-file or --out error, --out in use (nothing was sent)
+  2    usage, configuration, inventory-file or --out error, --out in use, or a damaged or
+       missing journal (nothing was sent)
   3    aborted: authentication refused, circuit breaker, or inventory unreadable mid-run
+  4    storage refused a write (disk full, read-only, permission lost): free it, rerun
   130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
 """
 
@@ -289,6 +291,14 @@ _RUN_OPTIONS = [
         help="Seconds between progress log lines when not on a terminal.",
     ),
     click.option(
+        "--rescue-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="If the journal cannot take a certificate EnOS issued (disk full, read-only), it "
+        "is kept in a 0600 file here until the next run takes it (rerun with the same value). "
+        "[default: $TMPDIR, else /tmp]",
+    ),
+    click.option(
         "--durable-journal/--no-durable-journal",
         default=True,
         help="fsync the journal before each request leaves (turn off only to measure).",
@@ -371,6 +381,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             durable_journal=options["durable_journal"],
             progress=options["progress"],
             log_interval=options["log_interval"],
+            rescue_dir=options["rescue_dir"],
         )
     except BatchError as exc:
         raise click.UsageError(exc.message) from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ class RunConfig:
     durable_journal: bool = True
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     log_interval: float = 5.0
+    rescue_dir: Path | None = None  # None: the system's temporary folder (see `rescue_root`)
 
     def __post_init__(self) -> None:
         if not self.sandbox and not self.dry_run and not self.api_url:
@@ -142,6 +144,12 @@ class RunConfig:
     def workers(self) -> int:
         """Devices in flight: --concurrency, or enough to hold --rate (`auto_concurrency`)."""
         return self.concurrency if self.concurrency is not None else auto_concurrency(self.rate)
+
+    @property
+    def rescue_root(self) -> Path:
+        """Where certificates wait when the journal cannot take them (batch.rescue): by default
+        the system's temporary folder ($TMPDIR, else /tmp), usually not the filesystem of --out."""
+        return self.rescue_dir or Path(tempfile.gettempdir())
 
     @property
     def due_rule(self) -> DueRule | None:

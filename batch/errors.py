@@ -3,8 +3,9 @@
     BatchError (exit 1)
     ├── UsageError      (exit 2)  bad option or configuration
     ├── InventoryError  (exit 2)  inventory missing, empty, unreadable or without the columns
-    └── AbortedError    (exit 3)  the run stopped itself: authentication refused, circuit breaker
-                                  (an inventory that became unreadable mid-run is reported so too)
+    ├── AbortedError    (exit 3)  the run stopped itself: authentication refused, circuit breaker
+    │                             (an inventory that became unreadable mid-run is reported so too)
+    └── StorageError    (exit 4)  --out cannot be written: disk full, read-only, permission lost
 
 A single device's failure is never one of these: it is an `Outcome` in the report.
 """
@@ -30,3 +31,13 @@ class InventoryError(BatchError):
 
 class AbortedError(BatchError):
     exit_code = 3
+
+
+class StorageError(BatchError):
+    """Writing the run's files failed for a reason outside the job (see `batch.storage`).
+
+    Every certificate received before it was kept (journal, or a rescue file the message names):
+    free the space or restore the permission and rerun the same command.
+    """
+
+    exit_code = 4

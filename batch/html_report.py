@@ -44,6 +44,7 @@ EXIT_MEANINGS: dict[int, str] = {
     1: "some devices failed or were invalid rows; see the table below and retry.csv",
     2: "usage, configuration or inventory error; nothing was renewed",
     3: "the run aborted itself (see the reason); devices not reached were not renewed",
+    4: "the storage refused a write (disk full, read-only, permission); free it and rerun",
     130: "stopped by SIGINT (Ctrl-C); rerun with the same output folder to resume",
     143: "stopped by SIGTERM; rerun with the same output folder to resume",
 }

@@ -1,7 +1,12 @@
 """One run of the job: set up the endpoint, journal, client and report; run the pipeline; sum up.
 
 Also the process-level concerns: SIGTERM/SIGINT become a graceful stop (Airflow stops a task
-with SIGTERM), aborts become exit 3, and summary.json is written however the run ended.
+with SIGTERM), aborts become exit 3, and summary.json is written however the run ended. A write
+the storage refused (`StorageError`) ends the run with exit 4 once in-flight devices kept what
+they received; each output is still attempted, so a summary is written when it can be.
+
+Before anything in `--out` is changed, the start refuses (exit 2) an output folder whose journal
+is damaged, or gone while a campaign's outputs are still there.
 """
 
 from __future__ import annotations
@@ -15,19 +20,30 @@ import os
 import random
 import secrets
 import signal
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from batch import html_report, inventory, metrics, next_inventory, notify, report, verify
+from batch import (
+    html_report,
+    inventory,
+    metrics,
+    next_inventory,
+    notify,
+    report,
+    rescue,
+    storage,
+    verify,
+)
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
-from batch.errors import AbortedError, BatchError, InventoryError, UsageError
-from batch.journal import Journal
+from batch.errors import AbortedError, BatchError, InventoryError, StorageError, UsageError
+from batch.journal import Journal, JournalError
 from batch.limiter import RateLimiter
 from batch.model import Device, InvalidRow
 from batch.outdir import OutDir
@@ -42,6 +58,7 @@ log = logging.getLogger(__name__)
 EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 JOURNAL_NAME = "journal.sqlite"
 DRY_RUN_DIR = "dry-run"
+E = typing.TypeVar("E", bound=BaseException)
 
 
 async def run(config: RunConfig) -> report.Summary:
@@ -57,39 +74,72 @@ async def run(config: RunConfig) -> report.Summary:
         if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
             config = dataclasses.replace(config, out_dir=output_folder(config))
             claims.enter_context(OutDir.claim(config.out_dir))
-        batch = await _run_batch(config, rows, fingerprint, total_rows)
-        summary = _finish(config, batch, started)
-        await _publish(config, summary, batch)
-    return summary
-
-
-async def _run_batch(
-    config: RunConfig, rows: Iterator[Device | InvalidRow], fingerprint: str, total_rows: int
-) -> Batch:
-    """Set up, run the pipeline over `rows` and close everything; the batch tells how it ended."""
-    async with contextlib.AsyncExitStack() as stack:
-        batch = await _set_up(config, stack, fingerprint, total_rows)
-        with _signals(batch):
-            try:
-                await batch.run(rows)
-            except* AbortedError as group:
-                batch.aborted = _first_message(group)
-                log.error("aborted: %s", batch.aborted)
-            except* InventoryError as group:
-                # The whole file was read before anything was sent (`_open_inventory`): only a
-                # file changed during the run gets here. Once requests have gone out, exit 2
-                # ("nothing was sent") would be false: the run aborts (exit 3) with its summary.
-                if batch.renewer is None or batch.renewer.limiter.acquired == 0:
-                    raise InventoryError(_first_message(group)) from None
-                reason = _first_message(group)
-                batch.aborted = f"the inventory became unreadable during the run: {reason}"
-                log.error("aborted: %s", batch.aborted)
-    return batch
+        return await _run_claimed(config, rows, fingerprint, total_rows, started)
 
 
 def output_folder(config: RunConfig) -> Path:
     """Where the run's report and summary go: --out, or --out/dry-run/ for a dry run."""
     return config.out_dir / DRY_RUN_DIR if config.dry_run else config.out_dir
+
+
+async def _run_claimed(
+    config: RunConfig,
+    rows: Iterator[Device | InvalidRow],
+    fingerprint: str,
+    total_rows: int,
+    started: datetime,
+) -> report.Summary:
+    """The run, once its output folder is claimed (`OutDir.claim` created it)."""
+    batch: Batch | None = None
+    closing: StorageError | None = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            batch = await _set_up(config, stack, fingerprint, total_rows)
+            with _signals(batch):
+                try:
+                    await batch.run(rows)
+                except* AbortedError as group:
+                    batch.aborted = _first_message(group)
+                    log.error("aborted: %s", batch.aborted)
+                except* InventoryError as group:
+                    # The whole file was read before anything was sent (`_open_inventory`): only
+                    # a file changed during the run gets here. Once requests have gone out, exit
+                    # 2 ("nothing was sent") would be false: the run aborts (exit 3).
+                    if batch.renewer is None or batch.renewer.limiter.acquired == 0:
+                        raise InventoryError(_first_message(group)) from None
+                    reason = _first_message(group)
+                    batch.aborted = f"the inventory became unreadable during the run: {reason}"
+                    log.error("aborted: %s", batch.aborted)
+                except* StorageError as group:  # a journal read failed mid-run (I/O error)
+                    batch.storage_error = batch.storage_error or _first(group)
+                except* JournalError as group:  # a damaged page found mid-run: exit 2 as well
+                    raise _first(group) from None
+    except StorageError as exc:
+        if batch is None:
+            raise  # at set-up: nothing was sent
+        closing = exc  # report.csv's last rows could not be flushed
+    writes = _Writes(batch.storage_error or closing)
+    summary = _finish(config, batch, started, writes)
+    await _publish(config, summary, batch, writes)
+    if writes.failure is not None:
+        raise writes.failure
+    return summary
+
+
+class _Writes:
+    """Outputs written one by one after a storage failure: each is attempted, the first
+    refusal is kept (it ends the run with exit 4)."""
+
+    def __init__(self, failure: StorageError | None) -> None:
+        self.failure = failure
+
+    def attempt(self, what: str, write: Callable[[], object]) -> None:
+        try:
+            with storage.translated(f"cannot write {what}"):
+                write()
+        except StorageError as exc:
+            log.error("%s", exc.message)
+            self.failure = self.failure or exc
 
 
 def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
@@ -120,9 +170,11 @@ async def _set_up(
     journal = None
     renewer = None
     if not config.dry_run:  # a dry run sends nothing: it needs no endpoint or credentials
+        _refuse_outputs_without_journal(config)
         api_url, credentials = await _endpoint(config, stack)
         journal = await Journal.open(config.out_dir / JOURNAL_NAME, durable=config.durable_journal)
         stack.push_async_callback(journal.close)
+        await _tidy(config, journal)
         _explain_inventory_change(journal, fingerprint)
         await journal.set_meta("inventory_sha256", fingerprint)
         renewer = await _renewer(config, stack, journal, api_url, credentials)
@@ -143,23 +195,65 @@ async def _set_up(
     )
 
 
-async def _publish(config: RunConfig, summary: report.Summary, batch: Batch) -> None:
+def _refuse_outputs_without_journal(config: RunConfig) -> None:
+    """Refuse (exit 2) to start over in a folder whose campaign lost its journal.
+
+    Without the journal every device looks new: a finished campaign would be renewed again
+    (its old certificates are superseded, so EnOS answers cert_revoked) and its report replaced.
+    """
+    path = config.out_dir / JOURNAL_NAME
+    wal = path.with_name(f"{path.name}-wal")  # a killed first run may hold it all there
+    if any(p.exists() and p.stat().st_size > 0 for p in (path, wal)):
+        return
+    found = storage.campaign_outputs(config.out_dir)
+    if found:
+        state = "is empty" if path.exists() else "is missing"
+        raise JournalError(
+            f"{config.out_dir} holds a campaign's outputs ({', '.join(found)}) but its journal "
+            f"{path} {state}: refusing to run, nothing was sent or changed. Restore the journal "
+            "from a backup and rerun, or start a new campaign deliberately with a new --out"
+        )
+
+
+async def _tidy(config: RunConfig, journal: Journal) -> None:
+    """With the folder locked: drop what killed runs left, take in certificates they kept."""
+    with storage.translated(f"cannot tidy {config.out_dir}"):
+        removed = storage.clean_temporaries(config.out_dir)
+    if removed:
+        log.info("removed temporary files left by an interrupted run: %s", ", ".join(removed))
+    await rescue.recover(journal, rescue.folder_for(config.rescue_root, config.out_dir))
+
+
+async def _publish(
+    config: RunConfig, summary: report.Summary, batch: Batch, writes: _Writes
+) -> None:
     """report.html, metrics.prom and the notification, once the summary is written."""
-    # Charts take a second or more for a large report: keep them off the event loop.
-    await asyncio.to_thread(
-        html_report.write_html_report, config.out_dir, summary, batch.timeline.samples
-    )
-    metrics.write_metrics(config.out_dir, summary)
+    if (config.out_dir / report.REPORT_PARQUET).exists():
+        # Charts take a second or more for a large report: keep them off the event loop.
+        samples = batch.timeline.samples
+        await asyncio.to_thread(
+            writes.attempt,
+            "report.html",
+            lambda: html_report.write_html_report(config.out_dir, summary, samples),
+        )
+        writes.attempt("metrics.prom", lambda: metrics.write_metrics(config.out_dir, summary))
+    else:
+        log.error("report.html and metrics.prom not written: they are made from report.parquet")
     if config.notify_url:
         await notify.notify(config.notify_url, summary)  # a failure is logged, never fatal
 
 
 def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
     """The message of the first error (task groups nest them)."""
+    return str(_first(group))
+
+
+def _first(group: BaseExceptionGroup[E]) -> E:
+    """The first error of a (nested) group."""
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
-    return str(first)
+    return typing.cast(E, first)
 
 
 async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tuple[str, Credentials]:
@@ -221,6 +315,7 @@ async def _renewer(
         renew_current=config.renew_current,
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
+        rescue_folder=rescue.folder_for(config.rescue_root, config.out_dir),
     )
 
 
@@ -274,14 +369,16 @@ def _signals(batch: Batch) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summary:
+def _finish(config: RunConfig, batch: Batch, started: datetime, writes: _Writes) -> report.Summary:
     """Parquet copy, retry list and summary.json, however the run ended."""
     tally = batch.tally
     limiter = batch.renewer.limiter if batch.renewer is not None else None
     os.sync()  # bundles are written without fsync each (the journal is the durable record)
-    parquet = report.finish_reports(config.out_dir)
-    report.write_retry_csv(config.out_dir, tally.retry)
-    if batch.stop_signal is not None:
+    writes.attempt(report.REPORT_PARQUET, lambda: report.finish_reports(config.out_dir))
+    writes.attempt(report.RETRY_CSV, lambda: report.write_retry_csv(config.out_dir, tally.retry))
+    if writes.failure is not None:
+        exit_code = writes.failure.exit_code
+    elif batch.stop_signal is not None:
         exit_code = EXIT_SIGNALS[batch.stop_signal]
     else:
         exit_code = report.exit_code_for(tally.campaign, aborted=batch.aborted is not None)
@@ -307,8 +404,9 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
             "vanishedDevices": vanished[:100],
             "dryRun": config.dry_run,
             "caChanges": batch.renewer.ca_changes if batch.renewer is not None else 0,
+            "storageError": writes.failure.message if writes.failure else None,
         },
     )
-    report.write_summary(config.out_dir, summary)
-    next_inventory.write_for_run(config, parquet)
+    writes.attempt(report.SUMMARY_JSON, lambda: report.write_summary(config.out_dir, summary))
+    next_inventory.write_for_run(config, config.out_dir / report.REPORT_PARQUET)
     return summary

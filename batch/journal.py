@@ -26,6 +26,11 @@ against power loss (for benchmarks).
 
 Only one process may use a journal at a time: `open` takes an exclusive lock on `<path>.lock`
 and raises `JournalError` when another run holds it.
+
+Failures are translated here, the one module that speaks to SQLite: a journal that is damaged
+(`PRAGMA quick_check` at open, or SQLite's "not a database" / "malformed" later) is a
+`JournalError` (exit 2) before anything else in the output folder is touched; a write the storage
+refused (disk full, read-only, I/O error) is a `StorageError` (exit 4) for the caller to handle.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batch.errors import BatchError
+from batch import storage
+from batch.errors import BatchError, StorageError
 from batch.model import Outcome, identity_key
 
 SCHEMA_VERSION = "1"
@@ -60,6 +66,19 @@ class JournalError(BatchError):
     """The journal cannot be used: locked by another run, or written by another version."""
 
     exit_code = 2
+
+
+# SQLite primary result codes by what they mean for the run. Policy, not mechanism.
+_DAMAGED_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_STORAGE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+    }
+)
 
 
 class StateError(RuntimeError):
@@ -156,17 +175,25 @@ class Journal:
 
     @classmethod
     async def open(cls, path: Path, *, durable: bool = True) -> Journal:
-        """Open (creating 0600 if needed) and lock the journal; start its writer thread."""
-        return await asyncio.to_thread(cls._open, Path(path), durable)
+        """Open (creating 0600 if needed) and lock the journal; start its writer thread.
+
+        An existing journal is checked first (`PRAGMA quick_check`): a damaged one raises
+        `JournalError` without being changed.
+        """
+        with storage.translated(f"cannot open the journal {path}"):
+            return await asyncio.to_thread(cls._open, Path(path), durable)
 
     @classmethod
     def _open(cls, path: Path, durable: bool) -> Journal:
         lock = _take_lock(path)
-        with contextlib.ExitStack() as on_error:
+        with _sqlite_errors(path), contextlib.ExitStack() as on_error:
             on_error.callback(os.close, lock)
+            existing = path.exists() and path.stat().st_size > 0
             _create_private(path)
             writer = _connect(path)
             on_error.callback(writer.close)
+            if existing:
+                _check_integrity(writer, path)
             writer.execute("PRAGMA journal_mode=WAL")
             writer.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             writer.executescript(_SCHEMA)
@@ -211,16 +238,18 @@ class Journal:
 
     def index(self) -> dict[str, State]:
         """Every device's state, by key: what planning needs, without the PEMs (~6 KiB each)."""
-        return {
-            key: State(state)
-            for key, state in self._reader.execute("SELECT key, state FROM entries")
-        }
+        with _sqlite_errors(self.path):
+            return {
+                key: State(state)
+                for key, state in self._reader.execute("SELECT key, state FROM entries")
+            }
 
     def get(self, key: str) -> Entry | None:
         """One device's entry, or None."""
-        values = self._reader.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
-        ).fetchone()
+        with _sqlite_errors(self.path):
+            values = self._reader.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
+            ).fetchone()
         return None if values is None else _entry(values)
 
     def ca_pems(self) -> list[str]:
@@ -338,12 +367,12 @@ class Journal:
         try:
             db.execute("BEGIN IMMEDIATE")
             for job in batch:
-                results.append(_run_in_savepoint(db, job.operation))
+                results.append(_run_in_savepoint(db, job.operation, self.path))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            results = [(None, exc)] * len(batch)
+            results = [(None, _translated(exc, self.path))] * len(batch)
         else:
             self.commits += 1
         # One wake-up per event loop for the whole batch, not one per operation: each
@@ -356,7 +385,9 @@ class Journal:
                 loop.call_soon_threadsafe(_resolve_all, resolutions)
 
 
-def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any, Exception | None]:
+def _run_in_savepoint(
+    db: sqlite3.Connection, operation: Operation, path: Path
+) -> tuple[Any, Exception | None]:
     """Run one operation so that its failure undoes only its own writes."""
     db.execute("SAVEPOINT op")
     try:
@@ -366,7 +397,7 @@ def _run_in_savepoint(db: sqlite3.Connection, operation: Operation) -> tuple[Any
         # raises sqlite3.Error and the whole batch fails, as it must.
         db.execute("ROLLBACK TO op")
         db.execute("RELEASE op")
-        return None, exc
+        return None, _translated(exc, path) if isinstance(exc, sqlite3.Error) else exc
     db.execute("RELEASE op")
     return value, None
 
@@ -592,6 +623,47 @@ def _typed_key(old: str, document: str | None) -> str | None:
 def _meta(db: sqlite3.Connection, name: str) -> str | None:
     found = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
     return None if found is None else str(found[0])
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged journal before anything is written.
+
+    Measured: 0.2 s for a 100,000-device journal (413 MB) in the page cache; from a cold disk
+    add the time to read the file once.
+    """
+    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise _damaged(path, "; ".join(problems))
+
+
+def _damaged(path: Path, detail: str) -> JournalError:
+    return JournalError(
+        f"the journal {path} is damaged ({detail}); nothing was sent and no output was changed. "
+        "Restore journal.sqlite from a backup and rerun, or start a new campaign in a new --out "
+        "(a run here without its journal would renew every device again)"
+    )
+
+
+def _translated(exc: sqlite3.Error, path: Path) -> Exception:
+    """SQLite's error as the run must see it: damaged journal, refused storage, or as is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _DAMAGED_CODES:
+        return _damaged(path, str(exc))
+    if primary in _STORAGE_CODES:
+        return StorageError(f"cannot write the journal {path}: {exc}")
+    return exc
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: Path) -> typing.Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        translated = _translated(exc, path)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 def _check_schema(db: sqlite3.Connection) -> None:

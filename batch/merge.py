@@ -146,10 +146,11 @@ def _merged_summary(summaries: list[dict[str, Any]], shard_dirs: list[Path]) -> 
         by_class.update({ErrorClass(k): v for k, v in s["counts_by_class"].items()})
         campaign.update({Status(k): v for k, v in s.get("extra", {}).get("campaign", {}).items()})
     aborted = [s["aborted_reason"] for s in summaries if s.get("aborted_reason")]
-    stopped = [s for s in summaries if s["exit_code"] in (130, 143)]
+    # A shard stopped by a signal or by a storage error (exit 4) left the campaign unfinished.
+    stopped = [s for s in summaries if s["exit_code"] in (4, 130, 143)]
     exit_code = report.exit_code_for(campaign or by_status, aborted=bool(aborted))
     if stopped and exit_code != 3:
-        exit_code = stopped[0]["exit_code"]  # a stopped shard means the campaign is unfinished
+        exit_code = stopped[0]["exit_code"]
     return report.Summary(
         counts_by_status=dict(by_status),
         counts_by_class=dict(by_class),

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from batch.bundles import atomic_output
 from batch.model import ErrorClass, Status
 from batch.report import REPORT_PARQUET, Summary
 
@@ -36,11 +37,16 @@ _BATCH_ROWS = 65_536
 
 
 def write_metrics(out_dir: Path, summary: Summary) -> Path:
-    """Write `<out_dir>/metrics.prom` (atomically, by prometheus_client) and return its path."""
+    """Write `<out_dir>/metrics.prom` atomically (mode 0644) and return its path.
+
+    Not prometheus_client's write_to_textfile: its temporary file takes the umask's mode (0666
+    under umask 000) and a killed run leaves it under a name the next run cannot recognise.
+    """
     path = Path(out_dir) / METRICS_PROM
     attempts, earliest = read_attempts_and_earliest(Path(out_dir) / REPORT_PARQUET)
     registry = build_registry(summary, attempts=attempts, earliest_not_after=earliest)
-    write_to_textfile(str(path), registry)
+    with atomic_output(path) as stream:
+        stream.write(generate_latest(registry))
     return path
 
 

@@ -28,7 +28,13 @@ from batch.report import Summary
 
 log = logging.getLogger(__name__)
 
-_EXIT_WORDS = {0: "ok", 1: "some devices failed", 2: "usage error", 3: "aborted"}
+_EXIT_WORDS = {
+    0: "ok",
+    1: "some devices failed",
+    2: "usage error",
+    3: "aborted",
+    4: "storage error",
+}
 
 
 def notification_text(summary: Summary) -> str:

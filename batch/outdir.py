@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Self
 
+from batch import storage
 from batch.errors import UsageError
 
 
@@ -43,7 +44,7 @@ class OutDir:
         _make(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except NotADirectoryError:
+        except (NotADirectoryError, FileNotFoundError):  # a file, or a dangling link
             raise OutDirError(f"--out {path} is not a folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,11 +91,9 @@ class OutDir:
 
 
 def _make(path: Path) -> None:
+    """Create `path` (explicit modes); a refused write is a storage error (exit 4)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file (or a dangling link) where the folder should be
-        raise OutDirError(f"--out {path} exists and is not a folder") from None
+        with storage.translated(f"cannot create --out {path}"):
+            storage.make_dirs(path)
     except NotADirectoryError:
         raise OutDirError(f"--out {path}: a part of the path is a file, not a folder") from None
-    except OSError as exc:
-        raise OutDirError(f"--out {path} cannot be created: {exc.strerror or exc}") from None

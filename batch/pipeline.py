@@ -5,7 +5,9 @@ A producer streams the inventory (parsing runs in a thread, in chunks, so the ev
 the rate limiter never stall on pandas), decides each row, and feeds runnable devices to a
 fixed pool of workers through a bounded queue; everything else becomes a report row at once.
 SIGTERM and SIGINT stop the intake; in-flight devices get `grace_seconds` to finish, then are
-cancelled (their journal intent makes the next run reconcile them).
+cancelled (their journal intent makes the next run reconcile them). A write the storage refused
+(`StorageError`) stops the intake the same way: devices in flight finish (each keeps what it
+received, see `batch.rescue`), and `batch.job` ends the run with exit 4.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from batch.config import DueRule, RunConfig
 from batch.current import maintenance_verdict
 from batch.due import Due, lookup, verdict_from_inventory
 from batch.enos.errors import is_retryable
-from batch.errors import AbortedError
+from batch.errors import AbortedError, StorageError
 from batch.journal import Journal, State
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status, shard_text
 from batch.plan import (
@@ -86,6 +88,7 @@ class Batch:
         self.stop = asyncio.Event()
         self.stop_signal: signal.Signals | None = None
         self.aborted: str | None = None
+        self.storage_error: StorageError | None = None  # the first write the storage refused
         self._index = journal.index() if journal is not None else {}
         self.timeline = Timeline(read=self._totals, clock=time.monotonic)
 
@@ -225,7 +228,11 @@ class Batch:
         while (job := await queue.get()) is not None:
             if self.stop.is_set():
                 continue  # not started: the next run picks it up
-            outcome = await self.renewer.renew(job.device, job.prior, job.follow)
+            try:
+                outcome = await self.renewer.renew(job.device, job.prior, job.follow)
+            except StorageError as exc:
+                self._storage_failed(exc)  # the next run resumes this device from the journal
+                continue
             if self.gate is not None:
                 outcome = self.gate.record(outcome, job.device)
             self._emit(outcome, job.device)
@@ -243,8 +250,22 @@ class Batch:
         for task in workers:
             task.cancel()
 
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Stop taking devices: the storage refused a write (the first such error is kept)."""
+        if self.storage_error is None:
+            self.storage_error = exc
+            log.error("storage refused a write, stopping: %s", exc.message)
+        self.stop.set()
+
+    def _write_row(self, outcome: Outcome) -> None:
+        """Append a report row; a refused write stops the run (the rerun rebuilds the report)."""
+        try:
+            self.writer.write(outcome)
+        except StorageError as exc:
+            self._storage_failed(exc)
+
     def _emit(self, outcome: Outcome, device: Device | None = None) -> None:
-        self.writer.write(outcome)
+        self._write_row(outcome)
         self.progress.update(outcome)
         self.tally.by_status[outcome.status] += 1
         self.tally.campaign[outcome.status] += 1
@@ -273,7 +294,7 @@ class Batch:
             return
         earlier = entry.outcome if entry is not None else None
         outcome = resumed_outcome(device, earlier)
-        self.writer.write(outcome)
+        self._write_row(outcome)
         self.progress.update(outcome)
         self.tally.by_status[Status.SKIPPED] += 1
         self.tally.campaign[earlier.status if earlier else Status.SKIPPED] += 1

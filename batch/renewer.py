@@ -5,7 +5,9 @@ rate limiter grants a start, the signed call goes out, the error table decides a
 An answer that never came (`TransportError.sent`), or one that may have come after the renewal
 took effect (99500: the POLICY table's `uncertain`), is ambiguous: before anything is sent again,
 `reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
-journaled, then written as a bundle. Only batch-level trouble (authentication refused) raises.
+journaled, then written as a bundle. Only batch-level trouble (authentication refused, storage
+refused: `StorageError`) raises. A certificate that arrived is never dropped: when the journal
+refuses it, the write is retried, then the certificate goes to a rescue file (`batch.rescue`).
 
 CAs: with `pinned_cas` (--pin-ca), a certificate that does not chain to one of them fails
 verification (it is kept, as every issued certificate is). Without pins, the first issuing CA
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from batch import keys
+from batch import keys, rescue, storage
 from batch.bundles import UnsafePathError, write_bundle
 from batch.config import DueRule
 from batch.current import NO_LONGER_VALID, current_certificate, follow
@@ -41,6 +43,7 @@ from batch.enos.errors import (
     may_have_taken_effect,
     redact,
 )
+from batch.errors import StorageError
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
@@ -61,6 +64,10 @@ from batch.validity import requested_days, too_long_advice
 from batch.verify import Verified, ca_fingerprints, verify_issued
 
 log = logging.getLogger(__name__)
+
+# Seconds between journal writes of an issued certificate that the storage refused, before it
+# goes to a rescue file: a moment for space to come back (a checkpoint, another process).
+KEEP_RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
 @dataclass(slots=True)
@@ -86,6 +93,7 @@ class Renewer:
     pinned_cas: tuple[x509.Certificate, ...] = ()  # --pin-ca: issued certificates chain to one
     campaign_cas: set[str] = field(default_factory=set)  # SHA-256 of the CAs seen in the campaign
     ca_changes: int = 0  # certificates from a CA first seen after the campaign's first CA
+    rescue_folder: Path | None = None  # where certificates the journal refused wait (rescue.py)
 
     def __post_init__(self) -> None:
         # A rerun after a crash reconciles the devices that were in flight first, before any
@@ -253,8 +261,10 @@ class Renewer:
         if (ca_note := self._new_ca(verified)) is not None:
             a.note = "; ".join(n for n in (a.note, ca_note) if n)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
-        await self.journal.record_renewed(
-            a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
+        await self._keep(
+            rescue.Kept(
+                key=a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
+            )
         )
         key_pem = a.material.key_pem if a.material else None
         return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
@@ -273,6 +283,58 @@ class Renewer:
         note = f"issued by a CA not seen before in this campaign: {subject} (sha256 {fingerprint})"
         log.warning("%s", note)
         return note
+
+    async def _keep(self, kept: rescue.Kept) -> None:
+        """Journal an issued certificate; if the storage refuses, retry, then rescue it."""
+        try:
+            for delay in (*KEEP_RETRY_DELAYS, None):
+                try:
+                    await self.journal.record_renewed(
+                        kept.key, outcome=kept.outcome, cert_pem=kept.cert_pem, ca_pem=kept.ca_pem
+                    )
+                    return
+                except StorageError as exc:
+                    refused = exc
+                if delay is not None:
+                    await self.sleep(delay)
+        except asyncio.CancelledError:
+            # Stopped mid-way (the grace period ran out): whether the journal took it is
+            # unknown, so keep it now, on this thread (a small file), then stop.
+            self._put_aside(kept)
+            raise
+        path = await asyncio.get_running_loop().run_in_executor(
+            self.file_pool, self._put_aside, kept
+        )
+        where = (
+            f"certificates already issued are kept in {path.parent} and taken from there by "
+            "the next run: free space (or restore the permission) and rerun the same command"
+            if path is not None
+            else f"the certificate issued for {kept.key} could not be kept on disk either and "
+            "is printed in the log: keep that log"
+        )
+        raise StorageError(f"{refused.message}; {where}")
+
+    def _put_aside(self, kept: rescue.Kept) -> Path | None:
+        """Write a rescue file (blocking) and return it; failing that, log the certificate."""
+        failure = "no rescue folder configured"
+        if self.rescue_folder is not None:
+            try:
+                with storage.translated("cannot write a rescue file"):
+                    path = rescue.keep(self.rescue_folder, kept)
+                log.error("the certificate issued for %s is kept in %s", kept.key, path)
+                return path
+            except StorageError as exc:
+                failure = exc.message
+        # The last place left: the log. A certificate is public, so it may go there.
+        log.error(
+            "the certificate issued for %s could not be kept anywhere (%s); here it is, "
+            "with its CA, so it is not lost:\n%s%s",
+            kept.key,
+            failure,
+            kept.cert_pem,
+            kept.ca_pem,
+        )
+        return None
 
     def _renewed_outcome(
         self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution
@@ -311,11 +373,12 @@ class Renewer:
             key_pem=key_pem,
             pkcs12_passphrase=self.pkcs12_passphrase if key_pem else None,
         )
+        # The certificate is in the journal: a bundle that cannot be written now is rewritten
+        # from there by the next run.
         try:
-            path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
-        except UnsafePathError as exc:
-            # The certificate stays in the journal (state renewed): a rerun writes the bundle
-            # once the link is gone, and never renews the device again.
+            with storage.translated(f"cannot write the bundle of {device.key}"):
+                path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
+        except UnsafePathError as exc:  # a link on the way: this device fails, the run goes on
             return replace(
                 outcome,
                 status=Status.FAILED,

@@ -19,6 +19,7 @@ timestamps, booleans and enum values are never altered.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import json
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from batch import storage
 from batch.bundles import atomic_output
 from batch.inventory import write_inventory_csv
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
@@ -160,15 +162,14 @@ class ReportWriter:
         self._by_class: Counter[ErrorClass] = Counter()
 
     def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Never through a link planted at report.csv (`batch.outdir` refuses those up front).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o644)
-        self._stream = open(fd, "w", newline="", encoding="utf-8")
-        # "\r\n" (RFC 4180) also makes the csv module quote values holding a lone "\r".
-        self._writer = csv.writer(self._stream, lineterminator="\r\n")
-        self._writer.writerow(REPORT_COLUMNS)
-        self._stream.flush()
+        with storage.translated(f"cannot write {self.path}"):
+            storage.make_dirs(self.path.parent)
+            fd = storage.create_file(self.path)
+            self._stream = open(fd, "w", newline="", encoding="utf-8")
+            # "\r\n" (RFC 4180) also makes the csv module quote values holding a lone "\r".
+            self._writer = csv.writer(self._stream, lineterminator="\r\n")
+            self._writer.writerow(REPORT_COLUMNS)
+            self._stream.flush()
         return self
 
     def __exit__(
@@ -177,18 +178,28 @@ class ReportWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
-            self._stream.close()
-            self._stream = None
+        if self._stream is None:
+            return
+        stream, self._stream = self._stream, None
+        with storage.translated(f"cannot write {self.path}"):
+            try:
+                stream.flush()
+                os.fsync(stream.fileno())
+            finally:
+                with contextlib.suppress(OSError):  # rows that could not be written are lost
+                    stream.close()  # here, not in the journal: the rerun writes them again
 
     def write(self, outcome: Outcome) -> None:
         """Append one row and hand it to the kernel at once (a kill loses none)."""
         if self._stream is None or self._writer is None:
             raise RuntimeError("ReportWriter.write() outside its `with` block")
-        self._writer.writerow(report_cells(outcome))
-        self._stream.flush()
+        try:  # not `storage.translated`: this runs for every row, and a try costs nothing
+            self._writer.writerow(report_cells(outcome))
+            self._stream.flush()
+        except OSError as exc:
+            if not storage.is_storage_error(exc):
+                raise
+            raise storage.storage_error(exc, f"cannot write {self.path}") from exc
         self.rows_written += 1
         self._by_status[outcome.status] += 1
         if outcome.error_class is not None:

@@ -14,8 +14,9 @@
 Exit codes, task by task:
 - a shard that exits 0 (all renewed/skipped) or 1 (some devices failed or invalid) succeeds:
   one device's failure is a value that the merged report carries; `verdict` turns it red.
-- a shard that exits 2 (usage), 3 (aborted: auth refused, circuit breaker) or 130/143 (stopped
-  by a signal) fails and is retried (`retries=2`): the retry resumes from the journal.
+- a shard that exits 2 (usage), 3 (aborted: auth refused, circuit breaker), 4 (storage error:
+  disk full, read-only) or 130/143 (stopped by a signal) fails and is retried (`retries=2`): the
+  retry resumes from the journal (and takes back any certificate kept in a rescue file).
 - `verdict` fails without retry on a merged exit code 1 or 3, so operators see a failed run
   while the merged report, summary and retry.csv are already published.
 

@@ -37,7 +37,7 @@ after each run: `cp OUT_ROOT/$(date +%F)/inventory.next.csv devices.csv` (the fi
 atomically, so it is whole or absent). An unchanged inventory still works (the job follows each
 device's current certificate), but costs a refused renew plus a List call per superseded device.
 
-Exit codes: the job's (0, 1, 2, 3, 130, 143); 2 also for a bad config; 75 when another
+Exit codes: the job's (0, 1, 2, 3, 4, 130, 143); 2 also for a bad config; 75 when another
 maintenance run holds the lock.
 """
 
