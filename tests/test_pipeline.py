@@ -738,11 +738,13 @@ async def test_links_planted_in_bundles_fail_their_devices_and_a_rerun_writes_th
                                product_key="pkA", device_key=str(r["deviceKey"])))
         for i, r in enumerate(rows)
     ]  # fmt: skip
-    folders[0].parent.mkdir(parents=True)
-    folders[0].symlink_to(outside)  # dev-0000's key.pem would land outside --out
-    folders[1].symlink_to(folders[2])  # dev-0001's cert and key would land in dev-0002's bundle
-    folders[3].symlink_to(tmp_path / "nowhere")  # dangling: killed the run
     async with simulator(rows, tmp_path) as sim:
+        # A campaign under way (dev-0004 done), then links are planted among its bundles.
+        started = write_inventory(tmp_path / "start.csv", rows[4:])
+        await run_job(sim, started, out, key_mode=KeyMode.EC256)
+        folders[0].symlink_to(outside)  # dev-0000's key.pem would land outside --out
+        folders[1].symlink_to(folders[2])  # dev-0001's cert and key: into dev-0002's bundle
+        folders[3].symlink_to(tmp_path / "nowhere")  # dangling: killed the run
         first = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
         by = first.by_device()
         for name in ("dev-0000", "dev-0001", "dev-0003"):
@@ -750,8 +752,9 @@ async def test_links_planted_in_bundles_fail_their_devices_and_a_rerun_writes_th
             assert by[name]["errorClass"] == "bundle_refused"
             assert "symbolic link" in by[name]["errorMessage"]
             assert by[name]["newCertSn"]  # renewed at EnOS: the certificate is in the journal
+        assert by["dev-0002"]["status"] == "renewed"
+        assert by["dev-0004"]["status"] == "skipped"
         for name in ("dev-0002", "dev-0004"):
-            assert by[name]["status"] == "renewed"
             assert_bundle_is_sound(out / by[name]["bundlePath"], with_key=True)
         assert load_cert(folders[2] / "cert.pem").serial_number == int(by["dev-0002"]["newCertSn"])
         assert list(outside.iterdir()) == []
@@ -762,7 +765,7 @@ async def test_links_planted_in_bundles_fail_their_devices_and_a_rerun_writes_th
         second = await run_job(sim, inventory, out, key_mode=KeyMode.EC256)
     again = second.by_device()
     for i, name in ((0, "dev-0000"), (1, "dev-0001"), (3, "dev-0003")):
-        assert again[name]["status"] == "renewed"
+        assert again[name]["status"] == "renewed"  # its bundle written from the journal
         assert again[name]["newCertSn"] == by[name]["newCertSn"]
         assert_bundle_is_sound(folders[i], with_key=True)
         assert load_cert(folders[i] / "cert.pem").serial_number == int(by[name]["newCertSn"])
