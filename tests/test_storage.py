@@ -348,7 +348,9 @@ async def test_a_dry_runs_outputs_are_not_a_campaign_the_real_run_may_start(
     out = tmp_path / "out"
     async with simulator(rows, tmp_path) as sim:
         await run_job(sim, inventory, out, dry_run=True)
-        assert (out / "summary.json").exists() and not (out / "journal.sqlite").exists()
+        # A dry run writes into out/dry-run/ (batch.outdir): out itself holds no campaign.
+        assert (out / "dry-run" / "summary.json").exists()
+        assert not (out / "journal.sqlite").exists()
         real = await run_job(sim, inventory, out)
     assert real.summary.exit_code == 0
     assert [r["status"] for r in real.rows] == ["renewed"] * 3
