@@ -30,7 +30,7 @@ from batch.config import Shard
 from batch.errors import StorageError
 from batch.journal import Journal, JournalError
 from batch.merge import merge_outputs
-from batch.model import KeyMode
+from batch.model import KeyMode, identity_key
 from batch.simulator import RunningSimulator
 from tests.test_pipeline import (
     assert_bundle_is_sound,
@@ -161,7 +161,7 @@ async def test_a_certificate_the_journal_refuses_is_kept_in_a_rescue_file_and_re
         written = (bundle / "cert.pem").read_text()
         assert_bundle_is_sound(bundle, with_key=True)  # the key came from the journal's intent
     assert str(rescue.folder_for(rescue_dir, out)) in failed.value.message
-    assert [k.key for _, k in kept] == ["o-test/pkA/dev-0000"]
+    assert [k.key for _, k in kept] == [identity_key("o-test", None, "pkA", "dev-0000")]
     certificate = kept[0][1]
     assert issued["renewals"] == 1 and after == 1  # taken from the rescue file, not renewed again
     assert (row["status"], row["resolution"]) == ("renewed", "resumed")
@@ -192,7 +192,7 @@ async def test_a_certificate_whose_journal_write_is_cut_short_by_a_stop_is_still
             filler.unlink()
             second = await run_job(sim, inventory, out, **options)
             renewed = sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]
-    assert [k.key for _, k in kept] == ["o-test/pkA/dev-0000"]
+    assert [k.key for _, k in kept] == [identity_key("o-test", None, "pkA", "dev-0000")]
     assert renewed == 1
     assert second.by_device()["dev-0000"]["status"] == "renewed"
 
