@@ -108,7 +108,9 @@ class CertificateService:
 
     # -- the four actions -------------------------------------------------------------------
 
-    def renew(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
+    def renew(
+        self, query: Mapping[str, str], body: Mapping[str, object], base_url: str
+    ) -> dict[str, object]:
         """Issue a new certificate for the device and supersede the one named by certSn."""
         cert_sn = self._cert_sn(query, body)
         days = self._valid_days(query, body)
@@ -130,7 +132,9 @@ class CertificateService:
         device.renewals += 1
         return self._issued_answer(entry, base_url)
 
-    def apply(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
+    def apply(
+        self, query: Mapping[str, str], body: Mapping[str, object], base_url: str
+    ) -> dict[str, object]:
         """Issue a certificate for the device from a mandatory CSR."""
         csr_pem = body.get("csr")
         days = self._valid_days(query, body)

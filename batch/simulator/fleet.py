@@ -82,6 +82,7 @@ class SimDevice:
     flaky_renewals: int = 0  # renew calls still to answer with 99500
     renewals: int = 0
     certificates: list[CertEntry] = field(default_factory=list)
+    lost_answers: list[int] = field(default_factory=list)  # issued serials never answered
 
     @property
     def identity(self) -> str:
