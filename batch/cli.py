@@ -15,14 +15,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
 from batch import config as cfg
 from batch.canary import parse_share
 from batch.errors import BatchError
-from batch.model import KeyMode
+from batch.model import KeyMode, ParamPlacement
 
 EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else ""
 
@@ -105,10 +105,12 @@ _SCOPE_OPTIONS = [
     ),
     click.option(
         "--params-in",
-        type=click.Choice(["query", "body"]),
-        default="query",
-        help="Where certSn/validDay go: query (the Renew API page) or the JSON body "
-        "(some EnOS versions).",
+        type=click.Choice([p.value for p in ParamPlacement]),
+        default=ParamPlacement.BOTH.value,
+        show_default=True,
+        help="Where Renew's certSn/validDay/issueAuthority go: body (the cloud Renew pages), "
+        "query (the Edge Renew page) or both (works on either; use one only for a gateway "
+        "that refuses the other).",
     ),
     click.option(
         "--shard",
@@ -316,7 +318,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             max_attempts=options["max_attempts"],
             valid_days=options["valid_days"],
             key_mode=KeyMode(options["key_mode"]),
-            params_in=cast(Literal["query", "body"], options["params_in"]),
+            params_in=ParamPlacement(options["params_in"]),
             ca_bundle=options["ca_bundle"],
             timeout_s=options["timeout_s"],
             dry_run=options["dry_run"],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from batch.errors import UsageError
-from batch.model import KeyMode
+from batch.model import KeyMode, ParamPlacement
 
 # Environment variables; the CLI names them in --help.
 ENV_API_URL = "ENOS_API_URL"
@@ -81,7 +81,7 @@ class RunConfig:
     max_attempts: int = 5
     valid_days: int | None = None
     key_mode: KeyMode = KeyMode.REUSE
-    params_in: Literal["query", "body"] = "query"
+    params_in: ParamPlacement = ParamPlacement.BOTH
     ca_bundle: Path | None = None
     timeout_s: float = 30.0
     dry_run: bool = False

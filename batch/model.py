@@ -34,7 +34,9 @@ class ErrorClass(enum.StrEnum):
     THROTTLED = "throttled"  # HTTP 429
     NETWORK = "network"  # refused, reset, dropped
     TIMEOUT = "timeout"
-    AUTH = "auth"  # token service refused, HTTP 401
+    AUTH = "auth"  # the token service refused our credentials
+    TOKEN_SERVICE = "token_service"  # the token service failed: no renew was sent
+    TOKEN_REJECTED = "token_rejected"  # HTTP 401 even with a fresh token (another holder?)
     MALFORMED_RESPONSE = "malformed_response"
     UNKNOWN = "unknown"
     # Decided by us, not by EnOS:
@@ -53,6 +55,18 @@ class KeyMode(enum.StrEnum):
     RSA2048 = "rsa2048"
     EC256 = "ec256"
     CSR_COLUMN = "csr-column"  # a CSR file per device, named by the inventory's csrPath
+
+
+class ParamPlacement(enum.StrEnum):
+    """Where Renew's certSn, validDay and issueAuthority travel (or, for a gateway, are read).
+
+    Every cloud Renew page puts them in the JSON body; the Edge Renew page puts certSn and
+    validDay in the query. BOTH sends them in both places, so either kind of gateway finds them.
+    """
+
+    QUERY = "query"
+    BODY = "body"
+    BOTH = "both"
 
 
 class Resolution(enum.StrEnum):

@@ -2,7 +2,8 @@
 
 For each attempt: the intent (with any generated key) is made durable in the journal, the shared
 rate limiter grants a start, the signed call goes out, the error table decides about a retry.
-An answer that never came (`TransportError.sent`) is ambiguous: before anything is sent again,
+An answer that never came (`TransportError.sent`), or one that may have come after the renewal
+took effect (99500: the POLICY table's `uncertain`), is ambiguous: before anything is sent again,
 `reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
 journaled, then written as a bundle. Only batch-level trouble (authentication refused) raises.
 """
@@ -23,14 +24,7 @@ from pathlib import Path
 from batch import keys
 from batch.bundles import write_bundle
 from batch.enos.client import EnosClient
-from batch.enos.errors import (
-    EnosError,
-    GatewayError,
-    MalformedResponse,
-    TransportError,
-    classify,
-    is_retryable,
-)
+from batch.enos.errors import EnosError, classify, is_retryable, may_have_taken_effect
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
@@ -259,19 +253,6 @@ class Renewer:
 
     def _elapsed_ms(self, started: float) -> int:
         return round((self.clock() - started) * 1000)
-
-
-def may_have_taken_effect(exc: EnosError) -> bool:
-    """Whether a failed renew call may still have renewed: then List must tell before a retry.
-
-    No answer after the request left, an answer we could not read, or a proxy's 5xx in front of
-    EnOS all leave the renewal's fate unknown; an EnOS envelope (even 99500) or a 4xx does not.
-    """
-    if isinstance(exc, TransportError):
-        return exc.sent
-    if isinstance(exc, MalformedResponse):
-        return True
-    return isinstance(exc, GatewayError) and (exc.http_status or 0) >= 500
 
 
 @dataclass(slots=True, kw_only=True)

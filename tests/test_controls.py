@@ -104,7 +104,7 @@ def _scope(**changes: object) -> dict[str, str | None]:
         "shard": None,
         "key_mode": KeyMode.REUSE,
         "valid_days": None,
-        "params_in": "query",
+        "params_in": "both",
         "renew_within": None,
         "renew_at_fraction": None,
     }

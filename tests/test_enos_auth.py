@@ -8,13 +8,21 @@ same behaviour over real HTTP against the simulator is in test_enos_client.py.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping
 
 import pytest
 
 from batch.enos import Token, TokenManager, token_encryption
-from batch.enos.auth import GET_PATH, REFRESH_PATH, parse_token_answer
-from batch.enos.errors import AuthError, MalformedResponse
+from batch.enos.auth import GET_PATH, REFRESH_JITTER, REFRESH_PATH, parse_token_answer
+from batch.enos.errors import (
+    AuthError,
+    GatewayError,
+    MalformedResponse,
+    TokenServiceError,
+    classify,
+)
+from batch.model import ErrorClass
 
 APP_KEY, APP_SECRET = "app-key", "app-secret"
 
@@ -50,8 +58,17 @@ class TokenDesk:
         return [path for path, _ in self.calls]
 
 
+class NoJitter(random.Random):
+    """An RNG whose every draw is 0: refresh margins exactly as the rule states them."""
+
+    def random(self) -> float:
+        return 0.0
+
+
 def manager(desk: TokenDesk, clock: FakeClock) -> TokenManager:
-    return TokenManager(desk.post, app_key=APP_KEY, app_secret=APP_SECRET, clock=clock)
+    return TokenManager(
+        desk.post, app_key=APP_KEY, app_secret=APP_SECRET, clock=clock, rng=NoJitter()
+    )
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -64,7 +81,7 @@ def test_token_answer_is_read_with_either_status_spelling(status_field: str) -> 
     assert (token.value, token.lifetime_s, token.expires_at) == ("abc", 7200.0, 8200.0)
 
 
-@pytest.mark.parametrize("status", [1001, 1002, 1003, 1004, 1005, 1202, 1204])
+@pytest.mark.parametrize("status", [1002, 1003, 1004, 1202, 1204])
 @pytest.mark.parametrize("status_field", ["status", "stauts"])
 def test_token_service_refusals_are_auth_errors_with_the_code(
     status: int, status_field: str
@@ -73,6 +90,16 @@ def test_token_service_refusals_are_auth_errors_with_the_code(
         parse_token_answer({status_field: status, "msg": "appKey does not exist"}, issued_at=0)
     assert caught.value.code == status
     assert "appKey does not exist" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [1001, 1005, 4242])
+def test_token_service_failures_are_not_refused_credentials(status: int) -> None:
+    """A replayed encryption (two processes in one millisecond), an internal error, a status
+    nobody documented: the service failed, our credentials were not refused."""
+    with pytest.raises(TokenServiceError) as caught:
+        parse_token_answer({"status": status, "msg": "internal service exception"}, issued_at=0)
+    assert caught.value.code == status
+    assert classify(caught.value) is ErrorClass.TOKEN_SERVICE
 
 
 @pytest.mark.parametrize(
@@ -97,6 +124,27 @@ def test_unusable_token_answers_are_malformed(answer: object) -> None:
 def test_token_repr_hides_the_token() -> None:
     token = Token(value="very-secret-token", lifetime_s=10, expires_at=20)
     assert "very-secret-token" not in repr(token)
+
+
+@pytest.mark.parametrize(("jitter", "margin"), [(0.0, 100.0), (0.5, 125.0), (0.999, 149.95)])
+def test_the_refresh_margin_is_stretched_by_the_token_jitter(jitter: float, margin: float) -> None:
+    token = Token(value="t", lifetime_s=1000.0, expires_at=50_000.0, jitter=jitter)
+    assert token.refresh_at() == pytest.approx(50_000.0 - margin)
+
+
+async def test_each_token_draws_its_jitter_from_the_injected_rng() -> None:
+    desk, clock = TokenDesk(expire=1000), FakeClock()
+    draws = random.Random(7)
+    expected = random.Random(7).random()
+    tokens = TokenManager(desk.post, app_key=APP_KEY, app_secret=APP_SECRET, clock=clock, rng=draws)
+    await tokens.token()
+    # refresh due at 100 * (1 + 0.5 * draw) s before expiry: not a moment before
+    due = 1000 - 100 * (1 + REFRESH_JITTER * expected)
+    clock.now += due - 0.01
+    assert await tokens.token() == "token-1"
+    clock.now += 0.02
+    assert await tokens.token() == "token-2"
+    assert desk.paths() == [GET_PATH, REFRESH_PATH]
 
 
 @pytest.mark.parametrize(
@@ -173,6 +221,28 @@ async def test_expired_verdict_refreshes_once_for_all_workers_holding_the_stale_
     assert set(fresh) == {"token-2"}
     assert desk.paths() == [GET_PATH, REFRESH_PATH]
     assert await tokens.token() == "token-2"
+
+
+async def test_a_rejected_token_is_replaced_by_one_get_for_all_workers_holding_it() -> None:
+    desk, clock = TokenDesk(delay=0.01), FakeClock()
+    tokens = manager(desk, clock)
+    stale = await tokens.token()
+    fresh = await asyncio.gather(*(tokens.rejected(stale) for _ in range(20)))
+    assert set(fresh) == {"token-2"}
+    assert desk.paths() == [GET_PATH, GET_PATH]  # a get: a replaced token cannot be refreshed
+    assert await tokens.rejected(stale) == "token-2"  # late news of the stale one: no new call
+    assert desk.paths() == [GET_PATH, GET_PATH]
+
+
+async def test_a_failing_token_service_is_a_token_service_error() -> None:
+    async def broken(path: str, payload: Mapping[str, object]) -> object:
+        raise GatewayError("HTTP 502: Bad Gateway", http_status=502)
+
+    tokens = TokenManager(broken, app_key=APP_KEY, app_secret=APP_SECRET, clock=FakeClock())
+    with pytest.raises(TokenServiceError) as caught:
+        await tokens.token()
+    assert caught.value.http_status == 502 and "Bad Gateway" in caught.value.message
+    assert classify(caught.value) is ErrorClass.TOKEN_SERVICE
 
 
 async def test_refused_refresh_falls_back_to_a_new_token() -> None:

@@ -34,13 +34,17 @@ from batch.enos import ClientConfig, EnosClient, sign
 from batch.enos.errors import (
     ApiError,
     AuthError,
+    EnosError,
     GatewayError,
     MalformedResponse,
     NetworkError,
     RequestTimeout,
     ThrottledError,
+    TokenRejected,
+    TokenServiceError,
     classify,
     is_retryable,
+    may_have_taken_effect,
 )
 from batch.errors import UsageError
 from batch.model import Device, ErrorClass
@@ -170,16 +174,46 @@ async def test_renew_without_csr_reissues_and_device_by_product_and_device_key()
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
 
 
-@pytest.mark.parametrize("params_in", ["query", "body"])
-async def test_renew_works_with_params_in_query_and_in_body(params_in: str) -> None:
+@pytest.mark.parametrize(
+    ("params_in", "gateway_reads"),
+    [
+        ("both", "body"),  # the default request on a cloud gateway
+        ("both", "query"),  # the default request on an Edge gateway
+        ("both", "both"),
+        ("query", "query"),
+        ("query", "both"),
+        ("body", "body"),
+        ("body", "both"),
+    ],
+)
+async def test_renew_works_where_the_gateway_reads_what_is_sent(
+    params_in: str, gateway_reads: str
+) -> None:
     csr, _ = ec_csr("a-3")
-    async with sim_and_client(client_kw={"params_in": params_in}) as (sim, client):
+    client_kw = {"params_in": params_in}
+    async with sim_and_client(client_kw=client_kw, param_placement=gateway_reads) as (sim, client):
         issued = await client.renew_certificate(
             asset("a-3"), cert_sn=1003, csr=csr, valid_day=45, issue_authority="ECC"
         )
         assert sim.device("a-3").renewals == 1
     cert = x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    # validDay (and the ECC authority the CSR needs) were read from the strict gateway's place
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=45)
+    assert issued.issue_authority == "ECC"
+
+
+@pytest.mark.parametrize(("params_in", "gateway_reads"), [("query", "body"), ("body", "query")])
+async def test_renew_fails_where_the_gateway_does_not_read_what_is_sent(
+    params_in: str, gateway_reads: str
+) -> None:
+    """The simulator is strict: a request shape that one gateway kind ignores fails there."""
+    client_kw = {"params_in": params_in}
+    async with sim_and_client(client_kw=client_kw, param_placement=gateway_reads) as (sim, client):
+        with pytest.raises(ApiError) as caught:
+            await client.renew_certificate(asset("a-3"), cert_sn=1003, valid_day=45)
+        assert sim.device("a-3").renewals == 0
+    assert caught.value.code == 99400
+    assert caught.value.message == "Invalid Argument certSn:certSn is missing"
 
 
 # -- validity rules ---------------------------------------------------------------------------
@@ -400,6 +434,29 @@ async def test_concurrent_workers_share_one_token_request() -> None:
     assert all(len(records) == 1 for records in results)
 
 
+@pytest.mark.parametrize("single_token", [False, True])
+async def test_a_token_replaced_by_another_process_is_cured_by_a_fresh_one(
+    single_token: bool,
+) -> None:
+    """Two clients on one app key, as two shards: the other's token call kills ours.
+
+    Documented gateway: get hands both the one token and the other's refresh replaces it.
+    Single-token gateway (a guess): the other's get alone replaces it.
+    """
+    async with sim_and_client(single_token=single_token) as (sim, ours):
+        await ours.list_certificates(asset("a-1"))
+        async with EnosClient(config(sim.url)) as theirs:
+            their_token = await theirs.tokens.token()
+            if not single_token:
+                await theirs.tokens.expired(their_token)  # as after a 1203 of their own
+            issued = await ours.renew_certificate(asset("a-1"), cert_sn=1001)
+            await theirs.list_certificates(asset("a-2"))  # and they carry on too
+        assert sim.device("a-1").renewals == 1
+        assert sim.stats.requests["renew"] == 2  # refused with 401, then retried once
+        assert ours.tokens.requests == 2  # one get at the start, one fresh get after the 401
+    assert issued.cert_sn
+
+
 @pytest.mark.parametrize(
     ("overrides", "code"),
     [({"app_key": "unknown-app"}, 1002), ({"app_secret": "wrong-secret"}, 1003)],
@@ -483,13 +540,16 @@ def _free_port() -> int:
         return port
 
 
-async def test_connection_refused_is_network_error_not_sent() -> None:
+async def test_connection_refused_is_a_token_service_failure_never_uncertain() -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     async with EnosClient(config(url)) as client:
-        with pytest.raises(NetworkError) as caught:
+        with pytest.raises(TokenServiceError) as caught:
             await client.renew_certificate(asset("a-1"), cert_sn=1001)
-    assert caught.value.sent is False
-    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+    assert classify(caught.value) is ErrorClass.TOKEN_SERVICE
+    assert not may_have_taken_effect(caught.value)
+    cause = caught.value.__cause__
+    assert isinstance(cause, NetworkError) and cause.sent is False
+    assert isinstance(cause.__cause__, aiohttp.ClientConnectorError)
 
 
 # -- a scripted gateway, for answers the simulator never gives --------------------------------
@@ -571,7 +631,7 @@ def check_signature(seen: Seen, token: str) -> None:
 
 
 async def test_query_mode_signs_and_sends_certsn_and_validday_in_the_query() -> None:
-    async with gateway_client() as (gw, client):
+    async with gateway_client(params_in="query") as (gw, client):
         gw.replies.append(ok(ISSUED | {"certSn": 52771}))
         issued = await client.renew_certificate(
             asset("a-1"), cert_sn=52770, csr="CSR-PEM\né", valid_day=220, issue_authority="RSA"
@@ -599,6 +659,26 @@ async def test_body_mode_sends_certsn_as_a_json_number_in_the_body() -> None:
     [seen] = gw.business()
     assert seen.query == {"action": "renew", "orgId": ORG, "assetId": "a-1"}
     assert json.loads(seen.body) == {"certSn": 52770, "validDay": 220}
+    check_signature(seen, "gw-token-1")
+
+
+async def test_default_mode_sends_the_parameters_in_the_body_and_the_query_signed() -> None:
+    async with gateway_client() as (gw, client):
+        gw.replies.append(ok(ISSUED | {"certSN": "52771"}))
+        await client.renew_certificate(
+            asset("a-1"), cert_sn=52770, csr="CSR-PEM\né", valid_day=220, issue_authority="RSA"
+        )
+    [seen] = gw.business()
+    assert seen.query == {
+        "action": "renew",
+        "orgId": ORG,
+        "assetId": "a-1",
+        "certSn": "52770",
+        "validDay": "220",
+        "issueAuthority": "RSA",
+    }
+    body = {"csr": "CSR-PEM\né", "certSn": 52770, "validDay": 220, "issueAuthority": "RSA"}
+    assert json.loads(seen.body) == body
     check_signature(seen, "gw-token-1")
 
 
@@ -636,11 +716,11 @@ async def test_revoke_sends_certsn_and_reason_in_the_body() -> None:
     assert json.loads(seen.body) == {"certSn": 52739, "reason": 1}
 
 
-async def test_token_expired_twice_gives_auth_error_after_one_refresh() -> None:
+async def test_token_expired_twice_is_token_rejected_after_one_refresh() -> None:
     expired = {"status": 1203, "msg": "access token has expired"}
     async with gateway_client() as (gw, client):
         gw.replies += [web.json_response(expired, status=401) for _ in range(2)]
-        with pytest.raises(AuthError) as caught:
+        with pytest.raises(TokenRejected) as caught:
             await client.renew_certificate(asset("a-1"), cert_sn=1)
     assert [s.path.rsplit("/", 1)[-1] for s in gw.seen] == [
         "get",
@@ -651,15 +731,32 @@ async def test_token_expired_twice_gives_auth_error_after_one_refresh() -> None:
     assert json.loads(gw.seen[2].body)["accessToken"] == "gw-token-1"
     check_signature(gw.seen[3], "gw-token-2")
     assert (caught.value.code, caught.value.http_status) == (1203, 401)
+    assert classify(caught.value) is ErrorClass.TOKEN_REJECTED and is_retryable(
+        ErrorClass.TOKEN_REJECTED
+    )
 
 
-async def test_other_401_is_auth_error_without_refresh() -> None:
+async def test_other_401_gets_a_fresh_token_and_retries_once() -> None:
     refused = {"message": "Invalid authentication credentials"}
     async with gateway_client() as (gw, client):
-        gw.replies.append(web.json_response(refused, status=401))
-        with pytest.raises(AuthError) as caught:
+        gw.replies += [web.json_response(refused, status=401), ok([])]
+        assert await client.list_certificates(asset("a-1")) == []
+    assert [s.path.rsplit("/", 1)[-1] for s in gw.seen] == [
+        "get",
+        "certificates",
+        "get",
+        "certificates",
+    ]
+    check_signature(gw.seen[3], "gw-token-2")  # the retry went with the fresh token
+
+
+async def test_other_401_twice_is_token_rejected() -> None:
+    refused = {"message": "Invalid authentication credentials"}
+    async with gateway_client() as (gw, client):
+        gw.replies += [web.json_response(refused, status=401) for _ in range(2)]
+        with pytest.raises(TokenRejected) as caught:
             await client.renew_certificate(asset("a-1"), cert_sn=1)
-    assert len(gw.seen) == 2  # token get + the one call
+    assert len(gw.seen) == 4  # token get, the call, a fresh get, the one retry
     assert caught.value.http_status == 401 and caught.value.code is None
     assert "Invalid authentication credentials" in caught.value.message
 
@@ -733,23 +830,46 @@ async def test_malformed_list_entry_is_malformed_response() -> None:
             await client.list_certificates(asset("a-1"))
 
 
+HUGE = b"x" * (8 * 1024 * 1024)
+
+
 @pytest.mark.parametrize(
-    ("token_reply", "error"),
+    ("token_reply", "error", "cls"),
     [
-        (web.Response(status=200, text="not json"), MalformedResponse),
-        (web.Response(status=500, text="<html>oops</html>"), GatewayError),
-        (web.json_response({"status": 1002, "msg": "appKey does not exist"}), AuthError),
-        (web.json_response({"message": "API rate limit exceeded"}, status=429), ThrottledError),
+        (web.Response(status=200, text="not json"), TokenServiceError, ErrorClass.TOKEN_SERVICE),
+        (
+            web.Response(status=502, text="<html>oops</html>"),
+            TokenServiceError,
+            ErrorClass.TOKEN_SERVICE,
+        ),
+        (web.Response(status=200, body=HUGE), TokenServiceError, ErrorClass.TOKEN_SERVICE),
+        (
+            web.json_response({"message": "API rate limit exceeded"}, status=429),
+            TokenServiceError,
+            ErrorClass.TOKEN_SERVICE,
+        ),
+        (
+            web.json_response({"status": 1005, "msg": "internal service exception"}),
+            TokenServiceError,
+            ErrorClass.TOKEN_SERVICE,
+        ),
+        (
+            web.json_response({"status": 1002, "msg": "appKey does not exist"}),
+            AuthError,
+            ErrorClass.AUTH,
+        ),
     ],
 )
-async def test_token_service_failures_are_typed(
-    token_reply: web.Response, error: type[Exception]
+async def test_token_service_failures_are_typed_and_never_uncertain(
+    token_reply: web.Response, error: type[Exception], cls: ErrorClass
 ) -> None:
     async with gateway_client() as (gw, client):
         gw.token_reply = token_reply
-        with pytest.raises(error):
+        with pytest.raises(error) as caught:
             await client.renew_certificate(asset("a-1"), cert_sn=1)
         assert gw.business() == []
+    assert isinstance(caught.value, EnosError) and classify(caught.value) is cls
+    assert not may_have_taken_effect(caught.value)  # no renew left: nothing to reconcile
 
 
 # -- TLS --------------------------------------------------------------------------------------
@@ -769,12 +889,13 @@ async def test_https_gateway_works_with_its_ca_bundle(
 
 async def test_https_gateway_fails_verification_without_its_ca(server_tls: ssl.SSLContext) -> None:
     async with gateway(server_tls) as gw, EnosClient(config(gw.url)) as client:
-        with pytest.raises(NetworkError) as caught:
+        with pytest.raises(TokenServiceError) as caught:  # the token is the first thing asked
             await client.list_certificates(asset("a-1"))
         assert gw.seen == []
-    assert caught.value.sent is False
     assert "TLS verification failed" in caught.value.message
-    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorCertificateError)
+    cause = caught.value.__cause__
+    assert isinstance(cause, NetworkError) and cause.sent is False
+    assert isinstance(cause.__cause__, aiohttp.ClientConnectorCertificateError)
 
 
 # -- configuration and secrets ----------------------------------------------------------------

@@ -14,11 +14,14 @@ from batch.enos.errors import (
     NetworkError,
     RequestTimeout,
     ThrottledError,
+    TokenRejected,
+    TokenServiceError,
     TransportError,
     classify,
     classify_code,
     classify_http_status,
     is_retryable,
+    may_have_taken_effect,
 )
 from batch.model import ErrorClass
 
@@ -30,6 +33,8 @@ RETRYABLE = {
     ErrorClass.TIMEOUT,
     ErrorClass.MALFORMED_RESPONSE,
     ErrorClass.AMBIGUOUS,
+    ErrorClass.TOKEN_SERVICE,
+    ErrorClass.TOKEN_REJECTED,
 }
 
 
@@ -52,8 +57,12 @@ def test_retryable_classes_are_the_transient_ones(cls: ErrorClass) -> None:
         (99500, ErrorClass.SERVER_ERROR),
         (11404, ErrorClass.DEVICE_NOT_FOUND),
         (11833, ErrorClass.CERT_BOUND_TO_OTHER_DEVICE),
+        (1001, ErrorClass.TOKEN_SERVICE),
         (1002, ErrorClass.AUTH),
         (1003, ErrorClass.AUTH),
+        (1004, ErrorClass.AUTH),
+        (1005, ErrorClass.TOKEN_SERVICE),
+        (1202, ErrorClass.AUTH),
         (1203, ErrorClass.AUTH),
         (1204, ErrorClass.AUTH),
         (12345, ErrorClass.UNKNOWN),
@@ -127,6 +136,8 @@ def test_throttled_is_a_gateway_error_with_retry_after() -> None:
     [
         (AuthError("refused", code=1002), ErrorClass.AUTH),
         (AuthError("HTTP 401", http_status=401), ErrorClass.AUTH),
+        (TokenServiceError("token service: HTTP 502", http_status=502), ErrorClass.TOKEN_SERVICE),
+        (TokenRejected("HTTP 401", http_status=401), ErrorClass.TOKEN_REJECTED),
         (NetworkError("reset", sent=True), ErrorClass.NETWORK),
         (RequestTimeout("slow", sent=False), ErrorClass.TIMEOUT),
         (MalformedResponse("not JSON", http_status=200), ErrorClass.MALFORMED_RESPONSE),
@@ -149,3 +160,27 @@ def test_errors_carry_their_data_and_print_their_message() -> None:
     error = GatewayError("HTTP 502: bad gateway", code=7, http_status=502, request_id="rid")
     assert str(error) == "HTTP 502: bad gateway" == error.message
     assert (error.code, error.http_status, error.request_id) == (7, 502, "rid")
+
+
+@pytest.mark.parametrize(
+    ("error", "uncertain"),
+    [
+        # EnOS's internal error may come after the renewal took effect: List tells first
+        (ApiError(" Internal Server Error", code=99500), True),
+        (GatewayError("HTTP 502", http_status=502), True),
+        (MalformedResponse("not JSON", http_status=200), True),
+        (NetworkError("reset", sent=True), True),
+        (RequestTimeout("slow", sent=True), True),
+        (NetworkError("refused", sent=False), False),
+        (RequestTimeout("connect", sent=False), False),
+        (ApiError("Invalid Argument certSn:certSn is missing", code=99400), False),
+        (ThrottledError("API rate limit exceeded"), False),
+        (AuthError("appKey does not exist", code=1002), False),
+        (TokenServiceError("token service: HTTP 502", http_status=502), False),
+        (TokenRejected("HTTP 401", http_status=401), False),
+    ],
+)
+def test_the_table_says_which_failed_renewals_may_have_taken_effect(
+    error: EnosError, uncertain: bool
+) -> None:
+    assert may_have_taken_effect(error) is uncertain

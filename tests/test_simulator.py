@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from batch.enos import sign, token_encryption
+from batch.model import ParamPlacement
 from batch.simulator import RunningSimulator, SimulatorConfig
 from batch.simulator.ca import public_key_sha256
 from tests import certs
@@ -453,6 +454,42 @@ async def test_renew_parameters_in_the_query_work_and_the_body_wins(
     only_query = await raw_enos.call("renew", params)
     assert only_query.body["code"] == 0
     assert raw_enos.sim.device("pk/dk-2").renewals == 1
+
+
+async def test_a_body_only_gateway_ignores_renew_parameters_in_the_query(
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
+) -> None:
+    strict = dataclasses.replace(sim_config, param_placement=ParamPlacement.BODY)
+    async with raw_simulator(strict) as raw:
+        in_query = {"orgId": SIM_ORG, "assetId": "asset-1", "certSn": "1001", "validDay": "10"}
+        assert_error(
+            await raw.call("renew", in_query), 99400, "Invalid Argument certSn:certSn is missing"
+        )
+        # validDay in the query is ignored too: the product default applies
+        answer = await raw.call("renew", in_query, {"certSn": 1001, "csr": make_csr(rsa_key)})
+        assert answer.body["code"] == 0, answer.body
+        cert = cert_of(answer.body["data"])
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
+        assert raw.sim.device("asset-1").renewals == 1
+
+
+async def test_a_query_only_gateway_ignores_renew_parameters_in_the_body(
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
+) -> None:
+    strict = dataclasses.replace(sim_config, param_placement=ParamPlacement.QUERY)
+    async with raw_simulator(strict) as raw:
+        device = {"orgId": SIM_ORG, "assetId": "asset-1"}
+        body = {"certSn": 1001, "validDay": 10, "csr": make_csr(rsa_key)}
+        assert_error(
+            await raw.call("renew", device, body),
+            99400,
+            "Invalid Argument certSn:certSn is missing",
+        )
+        answer = await raw.call("renew", {**device, "certSn": "1001"}, body)
+        assert answer.body["code"] == 0, answer.body
+        cert = cert_of(answer.body["data"])  # the csr is read from the body, validDay is not
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
+        assert raw.sim.device("asset-1").renewals == 1
 
 
 async def test_the_documented_sample_csr_is_accepted(raw_enos: RawEnos) -> None:

@@ -142,7 +142,7 @@ async def test_fail_rate_answers_99500_with_no_effect(sim_config: SimulatorConfi
         state = raw.sim.state_dict()
         assert state["devices"]["asset-1"]["renewals"] == 0
         assert state["devices"]["asset-1"]["certificates"][0]["status"] == "valid"
-        assert state["stats"]["faults"] == {"fail": 1, "drop": 0, "lost": 0}
+        assert state["stats"]["faults"] == {"fail": 1, "drop": 0, "lost": 0, "failAfter": 0}
 
 
 async def test_drop_rate_closes_the_connection_with_no_effect(sim_config: SimulatorConfig) -> None:
@@ -180,6 +180,31 @@ async def test_an_answered_renewal_is_not_recorded_as_lost(sim_config: Simulator
         assert answer.body["code"] == 0
         device = raw.sim.state_dict()["devices"]["asset-1"]
         assert device["renewals"] == 1 and device["lostAnswers"] == []
+
+
+async def test_fail_after_rate_renews_then_answers_99500(sim_config: SimulatorConfig) -> None:
+    async with raw_simulator(dataclasses.replace(sim_config, fail_after_rate=1.0)) as raw:
+        answer = await raw.renew(ASSET_1, certSn=1001)
+        assert answer.status == 200
+        assert answer.body["code"] == 99500 and answer.body["data"] is None
+        device = raw.sim.state_dict()["devices"]["asset-1"]
+        assert device["renewals"] == 1
+        assert [c["status"] for c in device["certificates"]] == ["revoked", "valid"]
+        assert raw.sim.stats.faults["failAfter"] == 1
+
+
+async def test_a_flaky_after_device_renews_then_answers_99500_once(
+    sim_config: SimulatorConfig,
+) -> None:
+    async with raw_simulator(sim_config) as raw:
+        raw.sim.fleet.add_device(asset_id="late-news", cert_sn=4001, sandbox="flaky-after")
+        first = await raw.renew({"assetId": "late-news"}, certSn=4001)
+        assert first.body["code"] == 99500
+        listed = await raw.certificates({"assetId": "late-news"})
+        assert [c["certStatus"] for c in listed] == [1, 0]  # superseded, and the new one
+        again = await raw.renew({"assetId": "late-news"}, certSn=int(listed[1]["certSN"]))
+        assert again.body["code"] == 0
+        assert raw.sim.device("late-news").renewals == 2
 
 
 async def test_latency_delays_business_calls(sim_config: SimulatorConfig) -> None:

@@ -5,19 +5,34 @@ the one module that talks to aiohttp), so the token rules here stay plain logic 
 clock.
 
 A token is refreshed before it runs out: once less than the smaller of 10 % of its lifetime and
-five minutes is left. However many workers ask at once, at most one get/refresh is in flight; the
-others wait on the lock and reuse its result.
+five minutes is left, that margin stretched by a random share of up to half (drawn from the
+injected RNG per token), so processes sharing one app key do not all refresh at one moment.
+However many workers ask at once, at most one get/refresh is in flight; the others wait on the
+lock and reuse its result.
+
+Another process on the same app key can make our token stop working (its refresh replaces the
+token; on some gateways even its get does): `rejected` then gets a fresh one. A failure of the
+token service itself (unreachable, 5xx, an unreadable answer) is a `TokenServiceError`: no
+business request was sent. Only a refusal of our credentials is an `AuthError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from batch.enos.errors import AuthError, MalformedResponse
+from batch.enos.errors import (
+    AuthError,
+    EnosError,
+    MalformedResponse,
+    TokenServiceError,
+    classify_code,
+)
 from batch.enos.signing import token_encryption
+from batch.model import ErrorClass
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +41,7 @@ REFRESH_PATH = "/apim-token-service/v2.0/token/refresh"
 
 REFRESH_MARGIN_FRACTION = 0.1
 REFRESH_MARGIN_MAX_S = 300.0
+REFRESH_JITTER = 0.5  # the margin grows by up to this share, at random per token
 
 # POST a JSON object to a token-service path and return the decoded JSON answer.
 TokenPost = Callable[[str, Mapping[str, object]], Awaitable[object]]
@@ -38,17 +54,20 @@ class Token:
     value: str = field(repr=False)  # a credential: kept out of reprs, tracebacks and logs
     lifetime_s: float
     expires_at: float
+    jitter: float = 0.0  # in [0, 1): how much of REFRESH_JITTER stretches this token's margin
 
     def refresh_at(self) -> float:
         """The moment after which the token should be replaced rather than used."""
         margin = min(self.lifetime_s * REFRESH_MARGIN_FRACTION, REFRESH_MARGIN_MAX_S)
-        return self.expires_at - margin
+        return self.expires_at - margin * (1 + REFRESH_JITTER * self.jitter)
 
 
-def parse_token_answer(answer: object, *, issued_at: float) -> Token:
+def parse_token_answer(answer: object, *, issued_at: float, jitter: float = 0.0) -> Token:
     """The token in a token-service answer, or the error it reports.
 
     The documented get sample spells the status field `stauts`; both spellings are accepted.
+    A refusal of our credentials or request is an AuthError; the service's own failure (1005,
+    or a replayed encryption 1001) a TokenServiceError.
     """
     if not isinstance(answer, Mapping):
         raise MalformedResponse("token service answer is not a JSON object")
@@ -58,7 +77,8 @@ def parse_token_answer(answer: object, *, issued_at: float) -> Token:
     if status != 0:
         msg = answer.get("msg")
         text = msg if isinstance(msg, str) and msg else "token service refused the request"
-        raise AuthError(f"token service: {text} (status {status})", code=status)
+        error = AuthError if classify_code(status) is ErrorClass.AUTH else TokenServiceError
+        raise error(f"token service: {text} (status {status})", code=status)
     data = answer.get("data")
     if not isinstance(data, Mapping):
         raise MalformedResponse("token service answer has no data")
@@ -67,7 +87,8 @@ def parse_token_answer(answer: object, *, issued_at: float) -> Token:
         raise MalformedResponse("token service answer has no accessToken")
     if not isinstance(expire, int | float) or isinstance(expire, bool) or expire <= 0:
         raise MalformedResponse("token service answer has no valid expire")
-    return Token(value=value, lifetime_s=float(expire), expires_at=issued_at + float(expire))
+    lifetime = float(expire)
+    return Token(value=value, lifetime_s=lifetime, expires_at=issued_at + lifetime, jitter=jitter)
 
 
 class TokenManager:
@@ -80,11 +101,13 @@ class TokenManager:
         app_key: str,
         app_secret: str,
         clock: Callable[[], float],
+        rng: random.Random | None = None,
     ) -> None:
         self._post = post
         self._app_key = app_key
         self._app_secret = app_secret
         self._clock = clock
+        self._rng = rng or random.Random()
         self._token: Token | None = None
         self._lock = asyncio.Lock()
         self.requests = 0  # token-service calls made (gets + refreshes), for observability
@@ -120,6 +143,19 @@ class TokenManager:
             self._token = await self._replace(stale)
             return self._token.value
 
+    async def rejected(self, stale: str) -> str:
+        """A new token after the gateway refused `stale` outright (HTTP 401, no 1203).
+
+        Another process on the same app key replaced it; `stale` cannot be refreshed, so this
+        gets a new one, unless another worker of this process already did.
+        """
+        async with self._lock:
+            current = self._token
+            if current is not None and current.value != stale:
+                return current.value
+            self._token = await self._get()
+            return self._token.value
+
     async def _replace(self, old: str) -> Token:
         """Refresh `old`; when the service will not refresh it, get a new token instead."""
         try:
@@ -141,7 +177,14 @@ class TokenManager:
             **extra,
         }
         self.requests += 1
-        answer = await self._post(path, payload)
-        token = parse_token_answer(answer, issued_at=now)
+        try:
+            answer = await self._post(path, payload)
+            token = parse_token_answer(answer, issued_at=now, jitter=self._rng.random())
+        except (AuthError, TokenServiceError):
+            raise
+        except EnosError as exc:  # unreachable, 5xx, throttled, unreadable: not our credentials
+            raise TokenServiceError(
+                f"token service: {exc.message}", code=exc.code, http_status=exc.http_status
+            ) from exc
         logger.debug("token from %s, valid %.0f s", path.rsplit("/", 1)[-1], token.lifetime_s)
         return token

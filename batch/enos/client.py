@@ -1,10 +1,10 @@
 """The one place that speaks HTTP to EnOS: signed certificate API calls over aiohttp.
 
 `EnosClient` is an async context manager owning one `aiohttp.ClientSession`. Every business call
-is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 saying the token
-expired (1203) is answered by one refresh and one retry. Every aiohttp exception, and the bare
-`TimeoutError` aiohttp raises when the total timeout runs out, is translated here and only here
-into the `batch.enos.errors` tree, chained with `from exc`.
+is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 is answered by one
+fresh token (a refresh when it says the token expired, 1203; else a get) and one retry. Every
+aiohttp exception, and the bare `TimeoutError` aiohttp raises when the total timeout runs out,
+is translated here and only here into the `batch.enos.errors` tree, chained with `from exc`.
 
 `TransportError.sent` is decided by whether the request headers had started going out (an
 aiohttp trace signal), so a timeout while waiting for a pooled connection or connecting is
@@ -17,12 +17,13 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace, TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import aiohttp
 from yarl import URL
@@ -30,10 +31,10 @@ from yarl import URL
 from batch.enos import answers
 from batch.enos.answers import Envelope, parse_cert_records, parse_issued
 from batch.enos.auth import TokenManager
-from batch.enos.errors import NetworkError, RequestTimeout
+from batch.enos.errors import NetworkError, RequestTimeout, TokenRejected
 from batch.enos.signing import sign
 from batch.errors import UsageError
-from batch.model import CertRecord, DeviceRef, Issued, device_identity
+from batch.model import CertRecord, DeviceRef, Issued, ParamPlacement, device_identity
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ClientConfig:
     base_url: str
     app_key: str
     app_secret: str = field(repr=False)  # never in reprs or logs
-    params_in: Literal["query", "body"] = "query"  # where Renew's certSn/validDay go
+    params_in: ParamPlacement = ParamPlacement.BOTH  # where Renew's certSn/validDay/... go
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
     ca_bundle: str | None = None  # extra CA file for private gateways; verification stays on
@@ -62,8 +63,9 @@ class ClientConfig:
         object.__setattr__(self, "base_url", str(url).rstrip("/"))
         if not self.app_key or not self.app_secret:
             raise UsageError("EnOS app key and app secret must not be empty")
-        if self.params_in not in ("query", "body"):
-            raise UsageError(f"params_in must be 'query' or 'body', not {self.params_in!r}")
+        if self.params_in not in tuple(ParamPlacement):
+            raise UsageError(f"params_in must be query, body or both, not {self.params_in!r}")
+        object.__setattr__(self, "params_in", ParamPlacement(self.params_in))
         if not self.timeout_s > 0 or not self.connect_timeout_s > 0:
             raise UsageError("EnOS timeouts must be positive")
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
@@ -121,13 +123,18 @@ class EnosClient:
         *,
         clock: Callable[[], float] = time.time,
         connector_limit: int = 100,
+        rng: random.Random | None = None,  # jitter of the token refresh
     ) -> None:
         self._config = config
         self._clock = clock
         self._connector_limit = connector_limit
         self._session: aiohttp.ClientSession | None = None
         self.tokens = TokenManager(
-            self._post_token, app_key=config.app_key, app_secret=config.app_secret, clock=clock
+            self._post_token,
+            app_key=config.app_key,
+            app_secret=config.app_secret,
+            clock=clock,
+            rng=rng,
         )
 
     def __repr__(self) -> str:
@@ -181,13 +188,18 @@ class EnosClient:
         valid_day: int | None = None,
         issue_authority: str | None = None,
     ) -> Issued:
-        """Renew `cert_sn` of `device`; without a CSR EnOS re-issues from the old request data."""
+        """Renew `cert_sn` of `device`; without a CSR EnOS re-issues from the old request data.
+
+        certSn/validDay/issueAuthority go where `params_in` says: the cloud pages read them from
+        the JSON body, the Edge page from the query; `both` (the default) suits either gateway.
+        Whatever the place, the signature covers the query and the body bytes exactly as sent.
+        """
         options = _present(certSn=cert_sn, validDay=valid_day, issueAuthority=issue_authority)
         params = _device_params("renew", device)
         body: dict[str, object] = {} if csr is None else {"csr": csr}
-        if self._config.params_in == "query":
+        if self._config.params_in is not ParamPlacement.BODY:
             params.update({name: str(value) for name, value in options.items()})
-        else:
+        if self._config.params_in is not ParamPlacement.QUERY:
             body.update(options)
         envelope = await self._call("POST", params, body, device)
         return parse_issued(envelope.data, request_id=envelope.request_id)
@@ -224,15 +236,29 @@ class EnosClient:
         payload: Mapping[str, object] | None,
         device: DeviceRef,
     ) -> Envelope:
-        """One signed call; on "token expired" one refresh and one retry."""
+        """One signed call; a refused token gets one fresh token and one retry.
+
+        Expired (1203): refreshed. Any other HTTP 401: another process on this app key may have
+        replaced the token, so a new one is got. Refused again with that fresh token: raised as
+        TokenRejected (the gateway refused the call: it had no effect).
+        """
         body = b"" if payload is None else _encode(payload)
         started = self._clock()
         token = await self.tokens.token()
         answer = await self._signed(method, params, body, token)
-        if answers.says_token_expired(answer.status, answer.body):
-            logger.info("access token expired on EnOS; refreshing and retrying once")
-            token = await self.tokens.expired(token)
+        expired = answers.says_token_expired(answer.status, answer.body)
+        if expired or answer.status == 401:
+            logger.info("access token refused (%s); fresh token, one retry", answer.status)
+            renew_token = self.tokens.expired if expired else self.tokens.rejected
+            token = await renew_token(token)
             answer = await self._signed(method, params, body, token)
+            if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
+                refused = answers.status_error(401, answer.body)
+                raise TokenRejected(
+                    f"{refused.message} (again with a fresh token)",
+                    code=refused.code,
+                    http_status=answer.status,
+                )
         logger.debug(
             "%s %s: HTTP %s in %.0f ms",
             params["action"],

@@ -4,17 +4,21 @@
     ├── ApiError               the envelope said code != 0 (carries code, msg, requestId)
     ├── GatewayError           an HTTP status without an EnOS envelope (APIM/Kong answered)
     │   └── ThrottledError     HTTP 429 "API rate limit exceeded" (carries retry_after)
-    ├── AuthError              the token service refused us, or HTTP 401
+    ├── AuthError              the token service refused our credentials
+    ├── TokenServiceError      the token service failed (down, 5xx, unreadable): nothing sent
+    ├── TokenRejected          HTTP 401 on a business call even with a fresh token
     ├── TransportError         no (usable) answer came
     │   ├── NetworkError       refused, reset, dropped connection
     │   └── RequestTimeout     the answer did not come in time
     └── MalformedResponse      an answer came but it is not what the API documents
 
 `classify(exc)` maps any of them to an `ErrorClass`; `POLICY` says whether that class is worth
-another attempt. Changing what is retried touches `POLICY` only.
+another attempt, and whether a failed Renew of that class may still have renewed. Changing what
+is retried, or what is resolved with List first, touches `POLICY` only.
 
 `TransportError.sent` tells whether the request may have reached EnOS: a renewal whose request
-was sent but whose answer never came is *ambiguous* (the renewal may have taken effect).
+was sent but whose answer never came is *ambiguous* (the renewal may have taken effect), and so
+is one answered 99500 (EnOS may have failed after renewing).
 """
 
 from __future__ import annotations
@@ -72,9 +76,29 @@ class ThrottledError(GatewayError):
 
 
 class AuthError(EnosError):
-    """Credentials refused: token service error (1002, 1003, ...) or HTTP 401."""
+    """Credentials refused: the token service said so (1002, 1003, ...)."""
 
     error_class = ErrorClass.AUTH
+
+
+class TokenServiceError(EnosError):
+    """The token service could not give a token (unreachable, 5xx, unreadable answer, 1005).
+
+    Raised before any business request left, so no renewal can have happened.
+    """
+
+    error_class = ErrorClass.TOKEN_SERVICE
+
+
+class TokenRejected(EnosError):
+    """HTTP 401 on a business call, and again with a token the token service had just granted.
+
+    The token service vouched for the credentials by granting it; a gateway refusing it at once
+    most likely means another process holding the same app key replaced it (a gateway keeping
+    one token per app). The gateway refused before the API saw the call: nothing took effect.
+    """
+
+    error_class = ErrorClass.TOKEN_REJECTED
 
 
 class TransportError(EnosError):
@@ -101,6 +125,9 @@ class MalformedResponse(EnosError):
 class Rule:
     retryable: bool
     hint: str
+    # A failed Renew of this class may have renewed all the same: List resolves it before any
+    # retry (for a transport error, only when the request had left: `TransportError.sent`).
+    uncertain: bool = False
 
 
 # Policy: what each class means for the batch. The retry loop obeys this table and nothing else.
@@ -108,14 +135,20 @@ POLICY: dict[ErrorClass, Rule] = {
     ErrorClass.INVALID_REQUEST: Rule(False, "fix the request (validDay, CSR, certSn)"),
     ErrorClass.DEVICE_NOT_FOUND: Rule(False, "check the device identifier and orgId"),
     ErrorClass.CERT_BOUND_TO_OTHER_DEVICE: Rule(False, "the certificate belongs to another device"),
-    ErrorClass.SERVER_ERROR: Rule(True, "EnOS internal error; retried"),
+    ErrorClass.SERVER_ERROR: Rule(
+        True, "EnOS internal error; resolved with List, then retried", uncertain=True
+    ),
     ErrorClass.PERMISSION_DENIED: Rule(False, "grant the app the certificate permission"),
     ErrorClass.NOT_FOUND: Rule(False, "the object does not exist"),
     ErrorClass.THROTTLED: Rule(True, "over the app's rate limit; slowed down and retried"),
-    ErrorClass.NETWORK: Rule(True, "connection failed; retried"),
-    ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried"),
+    ErrorClass.NETWORK: Rule(True, "connection failed; retried", uncertain=True),
+    ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried", uncertain=True),
     ErrorClass.AUTH: Rule(False, "check ENOS_APP_KEY / ENOS_APP_SECRET"),
-    ErrorClass.MALFORMED_RESPONSE: Rule(True, "unexpected answer; retried"),
+    ErrorClass.TOKEN_SERVICE: Rule(True, "the token service failed; no renewal sent; retried"),
+    ErrorClass.TOKEN_REJECTED: Rule(
+        True, "a fresh token was refused: another process on this app key replaced it? retried"
+    ),
+    ErrorClass.MALFORMED_RESPONSE: Rule(True, "unexpected answer; retried", uncertain=True),
     ErrorClass.UNKNOWN: Rule(False, "unknown error code; see errorMessage"),
     ErrorClass.VERIFICATION_FAILED: Rule(False, "issued certificate kept but failed checks"),
     ErrorClass.CERT_EXPIRED: Rule(False, "expired certificates cannot be renewed: use Apply"),
@@ -133,9 +166,15 @@ _CODES: dict[int, ErrorClass] = {
     99500: ErrorClass.SERVER_ERROR,
     11404: ErrorClass.DEVICE_NOT_FOUND,
     11833: ErrorClass.CERT_BOUND_TO_OTHER_DEVICE,
-    # Token-service codes, should they surface on a business call.
+    # Token-service statuses: refusals of our credentials or request are AUTH (a retry cannot
+    # cure them); a replayed encryption (1001: two processes in one millisecond) or the
+    # service's internal error (1005) are the token service's failures.
+    1001: ErrorClass.TOKEN_SERVICE,
     1002: ErrorClass.AUTH,
     1003: ErrorClass.AUTH,
+    1004: ErrorClass.AUTH,
+    1005: ErrorClass.TOKEN_SERVICE,
+    1202: ErrorClass.AUTH,
     1203: ErrorClass.AUTH,
     1204: ErrorClass.AUTH,
 }
@@ -182,3 +221,14 @@ def classify(exc: EnosError) -> ErrorClass:
 
 def is_retryable(cls: ErrorClass) -> bool:
     return POLICY[cls].retryable
+
+
+def may_have_taken_effect(exc: EnosError) -> bool:
+    """Whether a failed Renew may still have renewed: then List must tell before a retry.
+
+    The table decides by class (no answer, an unreadable one, a proxy's 5xx, EnOS's 99500);
+    a transport error whose request never left cannot have renewed.
+    """
+    if isinstance(exc, TransportError) and not exc.sent:
+        return False
+    return POLICY[classify(exc)].uncertain

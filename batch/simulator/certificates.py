@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from batch.model import ParamPlacement
 from batch.simulator.ca import (
     Authority,
     CertificateAuthority,
@@ -26,6 +27,7 @@ from batch.simulator.config import SimulatorConfig
 from batch.simulator.fleet import CertEntry, CertStatus, Fleet, SimDevice
 
 DEFAULT_VALID_DAYS = 730
+RENEW_PARAMS = ("certSn", "validDay", "issueAuthority")  # the ones whose place varies by page
 
 MSG_VALIDITY_TOO_LONG = (
     "The specified validity period exceeds the maximum certificate validity period of the "
@@ -112,6 +114,7 @@ class CertificateService:
         self, query: Mapping[str, str], body: Mapping[str, object], base_url: str
     ) -> dict[str, object]:
         """Issue a new certificate for the device and supersede the one named by certSn."""
+        query, body = self._placed(query, body)
         cert_sn = self._cert_sn(query, body)
         days = self._valid_days(query, body)
         requested = self._authority(query, body)
@@ -130,6 +133,9 @@ class CertificateService:
         entry = self._issue(device, subject=subject, key=key, authority=authority, days=days)
         old.status, old.revoke_reason = CertStatus.REVOKED, "SUPERSEDED"
         device.renewals += 1
+        if device.fail_after_renewals > 0:  # the renewal stands; only its answer is lost
+            device.fail_after_renewals -= 1
+            raise ApiFailure(99500, MSG_INTERNAL)
         return self._issued_answer(entry, base_url)
 
     def apply(
@@ -166,6 +172,22 @@ class CertificateService:
         return [self._detail(entry, now) for entry in device.certificates]
 
     # -- parameters ---------------------------------------------------------------------------
+
+    def _placed(
+        self, query: Mapping[str, str], body: Mapping[str, object]
+    ) -> tuple[Mapping[str, str], Mapping[str, object]]:
+        """Renew's query and body as a strict gateway sees them: RENEW_PARAMS only in their place.
+
+        A cloud gateway (body) never looks at a query certSn; an Edge gateway (query) never
+        looks at a body certSn. Reading issueAuthority from the query in query mode is a guess:
+        the Edge page does not list it.
+        """
+        placement = self._config.param_placement
+        if placement is ParamPlacement.BODY:
+            return {k: v for k, v in query.items() if k not in RENEW_PARAMS}, body
+        if placement is ParamPlacement.QUERY:
+            return query, {k: v for k, v in body.items() if k not in RENEW_PARAMS}
+        return query, body
 
     def _cert_sn(self, query: Mapping[str, str], body: Mapping[str, object]) -> int:
         cert_sn = _integer(_merged(query, body, "certSn"), "certSn")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from batch.model import ParamPlacement
 from batch.simulator.config import DEFAULT_ORG, SimulatorConfig
 from batch.simulator.testing import running_simulator
 
@@ -46,6 +47,13 @@ _RATE = click.FloatRange(0.0, 1.0)
     "--lost-rate", type=_RATE, default=0.0, show_default=True, help="P(effect, then no answer)."
 )
 @click.option(
+    "--fail-after-rate",
+    type=_RATE,
+    default=0.0,
+    show_default=True,
+    help="P(effect, then answer 99500): a renewal that took effect is answered as failed.",
+)
+@click.option(
     "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
 )
 @click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
@@ -63,6 +71,18 @@ _RATE = click.FloatRange(0.0, 1.0)
     help="Every token get mints a new token and the app's previous token stops working "
     "(HTTP 401) (guess: docs are silent; without it get returns the current token while it "
     "is valid, as documented).  [default: off]",
+)
+@click.option(
+    "--param-placement",
+    type=click.Choice([p.value for p in ParamPlacement]),
+    metavar="WHERE",
+    default=ParamPlacement.BOTH.value,
+    show_default=True,
+    help="query|body|both: where Renew's certSn/validDay/issueAuthority are read: body "
+    "(the cloud Renew pages), "
+    "query (the Edge Renew page; issueAuthority read there too (guess: docs are silent)) or "
+    "both (body wins). A strict place ignores the other, so a missing certSn is 99400 "
+    '"Invalid Argument certSn:certSn is missing".',
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the fault injection RNG.")
 @click.option(
@@ -92,10 +112,12 @@ def simulate(  # one parameter per documented option
     fail_rate: float,
     drop_rate: float,
     lost_rate: float,
+    fail_after_rate: float,
     product_max_days: int,
     ca_days: int,
     token_ttl: float,
     single_token: bool,
+    param_placement: str,
     seed: int,
     state_out: Path | None,
     list_includes_pem: bool,
@@ -113,10 +135,12 @@ def simulate(  # one parameter per documented option
             fail_rate=fail_rate,
             drop_rate=drop_rate,
             lost_rate=lost_rate,
+            fail_after_rate=fail_after_rate,
             product_max_days=product_max_days,
             ca_days=ca_days,
             token_ttl=token_ttl,
             single_token=single_token,
+            param_placement=ParamPlacement(param_placement),
             seed=seed,
             list_includes_pem=list_includes_pem,
             retry_after=retry_after,

@@ -1,4 +1,5 @@
-"""Injected misbehaviour: latency, 99500, dropped connections, lost answers, the 429 limit.
+"""Injected misbehaviour: latency, 99500 (before or after the effect), dropped connections, lost
+answers, the 429 limit.
 
 Every random draw comes from one `random.Random(seed)`, so a run with the same seed and the
 same order of requests misbehaves the same way.
@@ -24,6 +25,7 @@ class Fate(enum.Enum):
     FAIL = "fail"  # answer 99500, no effect
     DROP = "drop"  # close the connection before processing, no effect
     LOST = "lost"  # process it, then close the connection without an answer
+    FAIL_AFTER = "fail_after"  # process it, then answer 99500 (EnOS failed after renewing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class FaultPlan:
             (Fate.DROP, cfg.drop_rate),
             (Fate.FAIL, cfg.fail_rate),
             (Fate.LOST, cfg.lost_rate),
+            (Fate.FAIL_AFTER, cfg.fail_after_rate),  # last: the earlier rates keep their draws
         ):
             if roll < rate:
                 return Draw(delay, fate)

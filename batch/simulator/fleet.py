@@ -5,8 +5,9 @@ serial, a subject, a validity window and a status. Their public key (EC P-256) i
 need, e.g. when a device renews without a CSR and EnOS re-issues from the old request data.
 
 The optional `sandbox` column shapes a device for demos and tests: `absent` (not registered),
-`expired`, `revoked`, `flaky` (its first renew answers 99500), `no-cert-auth` (its product has
-no certificate-based bi-directional authentication).
+`expired`, `revoked`, `flaky` (its first renew answers 99500), `flaky-after` (its first renew
+takes effect, then answers 99500), `no-cert-auth` (its product has no certificate-based
+bi-directional authentication).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class SimDevice:
     device_key: str | None = None
     cert_auth: bool = True  # the product supports certificate-based bi-directional auth
     flaky_renewals: int = 0  # renew calls still to answer with 99500
+    fail_after_renewals: int = 0  # renewals still to answer with 99500 after they took effect
     renewals: int = 0
     certificates: list[CertEntry] = field(default_factory=list)
     lost_answers: list[int] = field(default_factory=list)  # issued serials never answered
@@ -189,6 +191,7 @@ class Fleet:
             device_key=row.device_key,
             cert_auth=row.sandbox != "no-cert-auth",
             flaky_renewals=1 if row.sandbox == "flaky" else 0,
+            fail_after_renewals=1 if row.sandbox == "flaky-after" else 0,
         )
         self.devices[f"{row.org_id}/{device.identity}"] = device
         if row.asset_id:

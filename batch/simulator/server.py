@@ -120,6 +120,9 @@ async def _certificates(request: web.Request) -> web.Response:
     if draw.fate is Fate.LOST:
         sim.stats.faults["lost"] += 1
         return _hang_up(request)
+    if draw.fate is Fate.FAIL_AFTER:
+        sim.stats.faults["failAfter"] += 1
+        return _envelope(sim, 99500, MSG_INTERNAL, None)
     return response
 
 

@@ -29,7 +29,7 @@ class Stats:
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self.requests: Counter[str] = Counter()
         self.throttled = 0
-        self.faults: Counter[str] = Counter({"fail": 0, "drop": 0, "lost": 0})
+        self.faults: Counter[str] = Counter({"fail": 0, "drop": 0, "lost": 0, "failAfter": 0})
         self._arrivals = SlidingWindow(None, monotonic)
 
     def arrived(self, endpoint: str, *, business: bool) -> None:
