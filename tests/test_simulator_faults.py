@@ -191,6 +191,7 @@ async def test_fail_after_rate_renews_then_answers_99500(sim_config: SimulatorCo
         assert device["renewals"] == 1
         assert [c["status"] for c in device["certificates"]] == ["revoked", "valid"]
         assert raw.sim.stats.faults["failAfter"] == 1
+        assert device["lostAnswers"] == [device["certificates"][1]["serial"]]
 
 
 async def test_a_flaky_after_device_renews_then_answers_99500_once(
@@ -205,6 +206,7 @@ async def test_a_flaky_after_device_renews_then_answers_99500_once(
         again = await raw.renew({"assetId": "late-news"}, certSn=int(listed[1]["certSN"]))
         assert again.body["code"] == 0
         assert raw.sim.device("late-news").renewals == 2
+        assert raw.sim.device("late-news").lost_answers == [int(listed[1]["certSN"])]
 
 
 async def test_latency_delays_business_calls(sim_config: SimulatorConfig) -> None:

@@ -135,6 +135,7 @@ class CertificateService:
         device.renewals += 1
         if device.fail_after_renewals > 0:  # the renewal stands; only its answer is lost
             device.fail_after_renewals -= 1
+            device.lost_answers.append(entry.serial)
             raise ApiFailure(99500, MSG_INTERNAL)
         return self._issued_answer(entry, base_url)
 

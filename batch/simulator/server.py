@@ -114,7 +114,7 @@ async def _certificates(request: web.Request) -> web.Response:
         str(request.url.origin()),
         action,
         raw,
-        answer_lost=draw.fate is Fate.LOST,
+        answer_lost=draw.fate in (Fate.LOST, Fate.FAIL_AFTER),
     )
     response = await asyncio.get_running_loop().run_in_executor(request.app[API_THREAD_KEY], call)
     if draw.fate is Fate.LOST:
@@ -156,8 +156,8 @@ def _dispatch(
 ) -> web.Response:
     """Run one certificate action and wrap its result or failure in the envelope.
 
-    `answer_lost`: the caller will hang up instead of answering; a certificate issued by this
-    call is recorded as never answered.
+    `answer_lost`: the caller will not pass this answer on (it hangs up, or answers 99500); a
+    certificate issued by this call is recorded as never answered.
     """
     body = _json_object(raw)
     if body is None:

@@ -99,7 +99,7 @@ class Simulator:
         return self.fleet.devices[f"{org_id or self.config.org_id}/{identity}"]
 
     def answer_lost(self, issued: Mapping[str, object]) -> None:
-        """Record that the answer carrying this newly issued certificate was never sent.
+        """Record that the answer carrying this newly issued certificate was never given.
 
         The state file then tells a renewal the client could not have seen from one it saw.
         """
