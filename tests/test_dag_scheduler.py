@@ -12,8 +12,10 @@ shards never meet. Here Airflow 3 runs as in production, minus what a DAG run do
 
 No triggerer (nothing defers) and no web login. LocalExecutor accepts the SQLite database in
 Airflow 3 (only the removed SequentialExecutor was tied to it), so no PostgreSQL is needed.
-A small driver in Airflow's venv waits for the DAG to be parsed, triggers one run, waits for
-it to end (bounded), and prints its task instances. Every process is started here, in a
+The test waits until the API server answers and reports the scheduler and the dag-processor
+healthy (a task queued before the execution API answers can fail at its start); then a small
+driver in Airflow's venv waits for the DAG to be parsed, triggers one run, waits for it to end
+(bounded), and prints its task instances. Every process is started here, in a
 session of its own, and stopped here (SIGTERM, then SIGKILL of its process group).
 
 The simulator is in `--single-token` mode (a token get invalidates the app's previous token)
@@ -31,6 +33,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -62,6 +66,7 @@ DEVICES = 90
 RATE = 9.0  # all shards together: each shard runs ~10 s, past one 8 s token lifetime
 TOKEN_TTL = "8"
 RUN_DEADLINE = 150.0  # seconds from the trigger to a finished DAG run
+START_DEADLINE = 90.0  # seconds for the services to come up healthy
 SERVICES = ("api-server", "scheduler", "dag-processor")
 
 # Runs in the Airflow venv: trigger the DAG once it is parsed, wait for the run to end, print
@@ -229,6 +234,25 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+def _wait_until_healthy(env: dict[str, str], services: list[subprocess.Popen[bytes]]) -> None:
+    """Return once the API server reports the scheduler and the dag-processor healthy."""
+    url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2/monitor/health"
+    deadline = time.monotonic() + START_DEADLINE
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in services), "an Airflow service ended at start-up"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                health = json.loads(answer.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            health = {}
+        parts = ("metadatabase", "scheduler", "dag_processor")
+        if all((health.get(part) or {}).get("status") == "healthy" for part in parts):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Airflow not healthy after {START_DEADLINE} s: {health}")
+
+
 def _fleet(folder: Path) -> Path:
     rows = [[f"asset-{i:03d}", 5000 + i] for i in range(DEVICES)]
     return write_csv(folder / "fleet.csv", ["assetId", "certSn"], rows)
@@ -281,6 +305,7 @@ def scheduled_run(tmp_path_factory: pytest.TempPathFactory) -> ScheduledRun:
         }
         started = time.monotonic()
         services = stack.enter_context(airflow_services(env, logs))
+        _wait_until_healthy(env, services)
         result = _drive(env, conf, logs)
         seconds = time.monotonic() - started
         for name, process in zip(SERVICES, services, strict=True):
