@@ -141,7 +141,6 @@ class ScheduledRun:
     out_root: Path
     sim: SimulatorProcess
     logs: Path
-    seconds: float  # from starting the services to the run's end
 
     def shard_tasks(self) -> list[TaskRun]:
         return [t for name, t in sorted(self.tasks.items()) if name.startswith("run_shard[")]
@@ -303,11 +302,9 @@ def scheduled_run(tmp_path_factory: pytest.TempPathFactory) -> ScheduledRun:
             "shard_count": SHARDS,
             "fleet_renew_bin": str(FLEET_RENEW),
         }
-        started = time.monotonic()
         services = stack.enter_context(airflow_services(env, logs))
         _wait_until_healthy(env, services)
         result = _drive(env, conf, logs)
-        seconds = time.monotonic() - started
         for name, process in zip(SERVICES, services, strict=True):
             assert process.poll() is None, (
                 f"{name} ended early:\n"
@@ -317,7 +314,7 @@ def scheduled_run(tmp_path_factory: pytest.TempPathFactory) -> ScheduledRun:
         t["task"]: TaskRun(t["task"], t["state"], t["try"], _moment(t["start"]), _moment(t["end"]))
         for t in result["tasks"]
     }
-    return ScheduledRun(result["run_id"], result["state"], tasks, base / "out", sim, logs, seconds)
+    return ScheduledRun(result["run_id"], result["state"], tasks, base / "out", sim, logs)
 
 
 def test_scheduled_dag_run_succeeds_with_every_shard_on_its_first_try(
