@@ -621,6 +621,17 @@ async def gateway_client(**overrides: Any) -> AsyncIterator[tuple[Gateway, EnosC
         yield gw, client
 
 
+# The query of a renew of asset a-1's 52770 for 220 days by RSA, parameters in the query.
+RENEW_QUERY = {
+    "action": "renew",
+    "orgId": ORG,
+    "assetId": "a-1",
+    "certSn": "52770",
+    "validDay": "220",
+    "issueAuthority": "RSA",
+}
+
+
 def check_signature(seen: Seen, token: str) -> None:
     """The gateway's view: the signature covers exactly the query and body bytes received."""
     timestamp = int(seen.headers["apim-timestamp"])
@@ -638,14 +649,7 @@ async def test_query_mode_signs_and_sends_certsn_and_validday_in_the_query() -> 
         )
     [seen] = gw.business()
     assert seen.method == "POST" and seen.path == "/connect-service/v2.0/certificates"
-    assert seen.query == {
-        "action": "renew",
-        "orgId": ORG,
-        "assetId": "a-1",
-        "certSn": "52770",
-        "validDay": "220",
-        "issueAuthority": "RSA",
-    }
+    assert seen.query == RENEW_QUERY
     assert json.loads(seen.body) == {"csr": "CSR-PEM\né"}
     assert seen.headers["Content-Type"] == "application/json;charset=UTF-8"
     check_signature(seen, "gw-token-1")
@@ -669,14 +673,7 @@ async def test_default_mode_sends_the_parameters_in_the_body_and_the_query_signe
             asset("a-1"), cert_sn=52770, csr="CSR-PEM\né", valid_day=220, issue_authority="RSA"
         )
     [seen] = gw.business()
-    assert seen.query == {
-        "action": "renew",
-        "orgId": ORG,
-        "assetId": "a-1",
-        "certSn": "52770",
-        "validDay": "220",
-        "issueAuthority": "RSA",
-    }
+    assert seen.query == RENEW_QUERY
     body = {"csr": "CSR-PEM\né", "certSn": 52770, "validDay": 220, "issueAuthority": "RSA"}
     assert json.loads(seen.body) == body
     check_signature(seen, "gw-token-1")

@@ -456,38 +456,29 @@ async def test_renew_parameters_in_the_query_work_and_the_body_wins(
     assert raw_enos.sim.device("pk/dk-2").renewals == 1
 
 
-async def test_a_body_only_gateway_ignores_renew_parameters_in_the_query(
-    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
+@pytest.mark.parametrize("placement", [ParamPlacement.BODY, ParamPlacement.QUERY])
+async def test_a_strict_gateway_reads_renew_parameters_only_in_its_place(
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey, placement: ParamPlacement
 ) -> None:
-    strict = dataclasses.replace(sim_config, param_placement=ParamPlacement.BODY)
-    async with raw_simulator(strict) as raw:
-        in_query = {"orgId": SIM_ORG, "assetId": "asset-1", "certSn": "1001", "validDay": "10"}
-        assert_error(
-            await raw.call("renew", in_query), 99400, "Invalid Argument certSn:certSn is missing"
-        )
-        # validDay in the query is ignored too: the product default applies
-        answer = await raw.call("renew", in_query, {"certSn": 1001, "csr": make_csr(rsa_key)})
-        assert answer.body["code"] == 0, answer.body
-        cert = cert_of(answer.body["data"])
-        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
-        assert raw.sim.device("asset-1").renewals == 1
+    device = {"orgId": SIM_ORG, "assetId": "asset-1"}
+    csr = {"csr": make_csr(rsa_key)}  # always read from the body
 
+    def request(place: ParamPlacement, **values: int) -> tuple[dict[str, str], dict[str, object]]:
+        if place is ParamPlacement.QUERY:
+            return {**device, **{k: str(v) for k, v in values.items()}}, csr
+        return device, {**csr, **values}
 
-async def test_a_query_only_gateway_ignores_renew_parameters_in_the_body(
-    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
-) -> None:
-    strict = dataclasses.replace(sim_config, param_placement=ParamPlacement.QUERY)
+    other = ParamPlacement.QUERY if placement is ParamPlacement.BODY else ParamPlacement.BODY
+    strict = dataclasses.replace(sim_config, param_placement=placement)
     async with raw_simulator(strict) as raw:
-        device = {"orgId": SIM_ORG, "assetId": "asset-1"}
-        body = {"certSn": 1001, "validDay": 10, "csr": make_csr(rsa_key)}
-        assert_error(
-            await raw.call("renew", device, body),
-            99400,
-            "Invalid Argument certSn:certSn is missing",
-        )
-        answer = await raw.call("renew", {**device, "certSn": "1001"}, body)
+        answer = await raw.call("renew", *request(other, certSn=1001, validDay=10))
+        assert_error(answer, 99400, "Invalid Argument certSn:certSn is missing")
+        query, body = request(placement, certSn=1001)
+        query = {**query, **request(other, validDay=10)[0]}  # validDay elsewhere: ignored
+        body = {**body, **request(other, validDay=10)[1]}
+        answer = await raw.call("renew", query, body)
         assert answer.body["code"] == 0, answer.body
-        cert = cert_of(answer.body["data"])  # the csr is read from the body, validDay is not
+        cert = cert_of(answer.body["data"])  # the default validity, not the 10 days sent
         assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730)
         assert raw.sim.device("asset-1").renewals == 1
 

@@ -123,7 +123,20 @@ def simulate(  # one parameter per documented option
     list_includes_pem: bool,
     retry_after: float | None,
 ) -> None:
-    """Run an EnOS-compatible simulator until SIGTERM or SIGINT."""
+    """Run an EnOS-compatible simulator until SIGTERM or SIGINT.
+
+    Where the EnOS docs are silent the simulator has to choose; each choice is a guess, and
+    the client must not rely on it. Besides those labelled on the options below:
+
+    \b
+    - HTTP 429 is {"message": "API rate limit exceeded"} (the gateway's documented message in
+      Kong's shape), counted per app in a sliding 1 s window (guess: docs are silent)
+    - a token refresh makes the old token stop working at once (guess: docs are silent)
+    - a token request's timestamp may be 5 min off; an encryption seen before is 1001
+      (guess: docs are silent on the windows)
+    - Renew marks the old certificate revoked, reason SUPERSEDED (guess: docs are silent)
+    - parameters a gateway does not read are ignored, never refused (guess: docs are silent)
+    """
     try:
         config = SimulatorConfig(
             app_key=app_key,
