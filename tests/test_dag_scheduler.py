@@ -217,20 +217,55 @@ def airflow_services(env: dict[str, str], logs: Path) -> Iterator[list[subproces
 
 
 def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every process group at once; SIGKILL what is still there after 20 s."""
+    """SIGTERM every service's process group at once; after 20 s SIGKILL what is left of them
+    and of their descendants (a task process and its job run in process groups of their own)."""
+    descendants = _descendants({process.pid for process in processes})
     for process in processes:
-        _signal_group(process, signal.SIGTERM)
+        _signal_group(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
     for process in processes:
         with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        _signal_group(process, signal.SIGKILL)  # the group's workers, even if the leader ended
+        _signal_group(process.pid, signal.SIGKILL)  # its workers, even if the leader ended
         process.wait(timeout=10)
+    for pid, started in descendants:
+        if _start_time(pid) == started:  # still that process, not a reused pid
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_group(pgid: int, signum: int) -> None:
     with suppress(ProcessLookupError):
-        os.killpg(process.pid, signum)
+        os.killpg(pgid, signum)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, ppid, ...), None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22 of stat: start time in clock ticks
+
+
+def _descendants(roots: set[int]) -> list[tuple[int, str]]:
+    """Every living descendant of the `roots` processes, as (pid, start time)."""
+    processes = {}  # pid -> (parent pid, start time)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            processes[int(entry.name)] = (int(fields[1]), fields[19])
+    found: list[tuple[int, str]] = []
+    parents = set(roots)
+    while parents:
+        children = {pid for pid, (ppid, _) in processes.items() if ppid in parents}
+        found += [(pid, processes[pid][1]) for pid in children]
+        parents = children
+    return found
 
 
 def _wait_until_healthy(env: dict[str, str], services: list[subprocess.Popen[bytes]]) -> None:
