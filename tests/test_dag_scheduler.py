@@ -15,7 +15,8 @@ Airflow 3 (only the removed SequentialExecutor was tied to it), so no PostgreSQL
 The test waits until the API server answers and reports the scheduler and the dag-processor
 healthy (a task queued before the execution API answers can fail at its start); then a small
 driver in Airflow's venv waits for the DAG to be parsed, triggers one run, waits for it to end
-(bounded), and prints its task instances. Every process is started here, in a
+(bounded; a task up for retry ends the wait, the test wants every try to succeed), and prints
+its task instances. Every process is started here, in a
 session of its own, and stopped here (SIGTERM, then SIGKILL of its process group).
 
 The simulator is in `--single-token` mode (a token get invalidates the app's previous token)
@@ -111,7 +112,8 @@ while run_id is not None:
             }
             for ti in tis
         ]
-    if state in ("success", "failed") or time.monotonic() >= deadline:
+    retrying = any(task["state"] == "up_for_retry" for task in tasks)  # a failed try: enough
+    if state in ("success", "failed") or retrying or time.monotonic() >= deadline:
         break
     time.sleep(1.0)
 else:
