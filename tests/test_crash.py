@@ -280,10 +280,11 @@ def assert_bundles_hold_the_valid_certificates(c: Campaign, state: dict[str, Any
 
 
 def assert_extra_renewals_only_for_lost_answers(c: Campaign, state: dict[str, Any]) -> int:
-    """Each renewal beyond a device's first superseded one whose answer was lost: by the
-    simulator (its `lostAnswers`) or by a kill of the job (no more than CONCURRENCY per kill).
-    The job never renews away a certificate it reported, and the row that first reported the
-    kept certificate names the one it renewed again. Returns the simulator's lost answers."""
+    """A device is renewed more than once only because an answer was lost: each renewal that
+    a later one superseded is in the simulator's `lostAnswers`, or was lost to a kill of the job
+    (at most CONCURRENCY per kill). The job never renews away a certificate it reported, and the
+    row that first reported the kept certificate names the one it renewed again. Returns how
+    many answers the simulator withheld."""
     rows = [row for report in c.reports for row in report]
     reported = {row["newCertSn"] for row in rows if row["newCertSn"]}
     lost_answers, lost_to_kills = 0, []
