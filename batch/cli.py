@@ -3,8 +3,8 @@
 Exit codes (a scheduler can act on them):
   0    every device renewed or skipped
   1    some devices failed or were invalid (see report.csv and retry.csv)
-  2    usage, configuration or inventory-file error (nothing was renewed)
-  3    aborted: authentication refused, or the circuit breaker tripped
+  2    usage, configuration or inventory-file error (nothing was sent)
+  3    aborted: authentication refused, circuit breaker, or inventory unreadable mid-run
   130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
 """
 
@@ -180,6 +180,16 @@ _RUN_OPTIONS = [
         "always on. [default: system CAs]",
     ),
     click.option(
+        "--pin-ca",
+        type=click.Path(path_type=Path),
+        multiple=True,
+        metavar="FILE",
+        help="CA certificates (PEM, one or a bundle; repeatable) that issued certificates must "
+        "chain to; any other is kept but fails as verification_failed. [default: no pin: a "
+        "CA not seen before in the campaign is accepted, noted on its row and counted in "
+        "summary.json]",
+    ),
+    click.option(
         "--timeout",
         "timeout_s",
         type=float,
@@ -320,6 +330,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             key_mode=KeyMode(options["key_mode"]),
             params_in=ParamPlacement(options["params_in"]),
             ca_bundle=options["ca_bundle"],
+            pin_ca=tuple(options["pin_ca"]),
             timeout_s=options["timeout_s"],
             dry_run=options["dry_run"],
             pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,

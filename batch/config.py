@@ -83,6 +83,7 @@ class RunConfig:
     key_mode: KeyMode = KeyMode.REUSE
     params_in: ParamPlacement = ParamPlacement.BOTH
     ca_bundle: Path | None = None
+    pin_ca: tuple[Path, ...] = ()  # issued certificates must chain to a CA in one of these
     timeout_s: float = 30.0
     dry_run: bool = False
     pkcs12_passphrase: bytes | None = field(default=None, repr=False)
@@ -131,6 +132,9 @@ class RunConfig:
             raise UsageError("--renew-at-fraction must be between 0 and 1, e.g. 0.67")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"--ca-bundle {self.ca_bundle} is not a readable file")
+        for pin in self.pin_ca:
+            if not pin.is_file():
+                raise UsageError(f"--pin-ca {pin} is not a readable file")
 
     @property
     def workers(self) -> int:

@@ -4,6 +4,7 @@
     ├── UsageError      (exit 2)  bad option or configuration
     ├── InventoryError  (exit 2)  inventory missing, empty, unreadable or without the columns
     └── AbortedError    (exit 3)  the run stopped itself: authentication refused, circuit breaker
+                                  (an inventory that became unreadable mid-run is reported so too)
 
 A single device's failure is never one of these: it is an `Outcome` in the report.
 """

@@ -108,6 +108,7 @@ def _parse_canonical(
     }
     org = text["orgId"] or default_org
     try:
+        _check_printable(values)
         if org is None:
             raise _BadValue("orgId is missing and no default org was given")
         _check_identity(text["assetId"], text["productKey"], text["deviceKey"])
@@ -126,6 +127,19 @@ def _parse_canonical(
         )
     except _BadValue as exc:
         return InvalidRow(row=row, reason=str(exc), values=_identifying(values, default_org))
+
+
+def _check_printable(values: Mapping[str, object]) -> None:
+    """Identifiers hold no control or other non-printable character (NUL, ESC, DEL, U+202E...).
+
+    They are sent to EnOS, written into the report and logs, and name bundle folders: a
+    control character there is a damaged or hostile inventory, never a device's real name.
+    Spaces and tabs around a value are fine (they are stripped).
+    """
+    for name in IDENTIFYING_COLUMNS:
+        raw = values.get(name)
+        if type(raw) is str and not raw.isprintable() and not raw.strip(" \t").isprintable():
+            raise _BadValue(f"{name} {_quote(raw)} holds a control or non-printable character")
 
 
 def _check_identity(asset_id: str | None, product_key: str | None, device_key: str | None) -> None:
@@ -152,7 +166,10 @@ def _identifying(values: Mapping[str, object], default_org: str | None) -> dict[
 def _shown(raw: object) -> str | None:
     if isinstance(raw, float) and raw.is_integer() and abs(raw) < _MAX_EXACT_FLOAT:
         return str(int(raw))  # Parquet float columns: show 42, not 42.0
-    return _text(raw)
+    text = _text(raw)
+    if text is None or text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")  # "a\x00b" shown, never written raw
 
 
 def _text(raw: object) -> str | None:
@@ -338,6 +355,17 @@ def _csv_rows(
     path: Path, default_org: str | None, chunk_rows: int
 ) -> Iterator[Device | InvalidRow]:
     line = 2  # the header is line 1
+    mapping: dict[str, str] | None = None
+    for chunk in _csv_chunks(path, chunk_rows):
+        if mapping is None:
+            mapping = _column_map(path, list(chunk.columns), default_org)
+        columns = [chunk[header].tolist() for header in mapping.values()]
+        yield from _rows_of(columns, list(mapping), line, default_org, skip_blank=True)
+        line += len(chunk)
+
+
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The CSV's records as text, `chunk_rows` at a time; a damaged file is InventoryError."""
     try:
         _check_first_record(path)
         chunks = pd.read_csv(
@@ -351,17 +379,27 @@ def _csv_rows(
             encoding="utf-8-sig",
         )
         with chunks:
-            mapping: dict[str, str] | None = None
-            for chunk in chunks:
-                if mapping is None:
-                    mapping = _column_map(path, list(chunk.columns), default_org)
-                columns = [chunk[header].tolist() for header in mapping.values()]
-                yield from _rows_of(columns, list(mapping), line, default_org, skip_blank=True)
-                line += len(chunk)
+            yield from chunks
     except pd.errors.EmptyDataError:
         raise InventoryError(f"inventory {path} is empty") from None
-    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        where = _first_undecodable_line(path)
+        raise InventoryError(
+            f"inventory {path} is not a readable CSV: line {where} is not UTF-8 ({exc.reason})"
+        ) from exc
+    except (pd.errors.ParserError, csv.Error, OSError) as exc:
         raise InventoryError(f"inventory {path} is not a readable CSV: {exc}") from exc
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    """The number of the first line that is not UTF-8 (pandas only tells a buffer offset)."""
+    with open(path, "rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _check_first_record(path: Path) -> None:
@@ -383,18 +421,49 @@ def _check_first_record(path: Path) -> None:
 def _parquet_rows(
     path: Path, default_org: str | None, chunk_rows: int
 ) -> Iterator[Device | InvalidRow]:
+    row = 1
+    for mapping, batch in _parquet_batches(path, default_org, chunk_rows):
+        columns = [batch.column(header).to_pylist() for header in mapping.values()]
+        yield from _rows_of(columns, list(mapping), row, default_org, skip_blank=False)
+        row += batch.num_rows
+
+
+def _parquet_batches(
+    path: Path, default_org: str | None, chunk_rows: int
+) -> Iterator[tuple[dict[str, str], pa.RecordBatch]]:
+    """The inventory's columns of the Parquet file, `chunk_rows` rows at a time."""
     try:
         with pq.ParquetFile(path, pre_buffer=False) as parquet:
             mapping = _column_map(path, parquet.schema_arrow.names, default_org)
-            row = 1
             for batch in parquet.iter_batches(
                 batch_size=chunk_rows, columns=list(mapping.values())
             ):
-                columns = [batch.column(header).to_pylist() for header in mapping.values()]
-                yield from _rows_of(columns, list(mapping), row, default_org, skip_blank=False)
-                row += batch.num_rows
+                yield mapping, batch
     except (pa.ArrowException, OSError) as exc:
         raise InventoryError(f"inventory {path} is not a readable Parquet file: {exc}") from exc
+
+
+def check_readable(
+    path: str | os.PathLike[str],
+    *,
+    fmt: Format | None = None,
+    default_org: str | None = None,
+    chunk_rows: int = 50_000,
+) -> None:
+    """Read the whole file as `read_inventory` will, without making rows: InventoryError when
+    any part of it cannot be read (bad encoding, a ragged line, a damaged Parquet page).
+
+    The run calls this before it sends anything, so a file damaged at row 50,000 stops the run
+    with nothing renewed, instead of after the devices before it (bad *rows* are not looked
+    at here: each becomes an `InvalidRow` in the report, as always).
+    """
+    path = Path(path)
+    if (fmt or _format_of(path)) == "csv":
+        for _ in _csv_chunks(path, chunk_rows):
+            pass
+    else:
+        for _ in _parquet_batches(path, default_org, chunk_rows):
+            pass
 
 
 def count_rows(path: str | os.PathLike[str], *, fmt: Format | None = None) -> int:

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from batch import html_report, inventory, metrics, notify, report
+from cryptography import x509
+
+from batch import html_report, inventory, metrics, notify, report, verify
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
-from batch.errors import AbortedError, BatchError, InventoryError
+from batch.errors import AbortedError, BatchError, InventoryError, UsageError
 from batch.journal import Journal
 from batch.limiter import RateLimiter
 from batch.model import Device, InvalidRow
@@ -54,8 +56,15 @@ async def run(config: RunConfig) -> report.Summary:
             except* AbortedError as group:
                 batch.aborted = _first_message(group)
                 log.error("aborted: %s", batch.aborted)
-            except* InventoryError as group:  # a broken row deep in the file: exit 2 as well
-                raise InventoryError(_first_message(group)) from None
+            except* InventoryError as group:
+                # The whole file was read before anything was sent (`_open_inventory`): only a
+                # file changed during the run gets here. Once requests have gone out, exit 2
+                # ("nothing was sent") would be false: the run aborts (exit 3) with its summary.
+                if batch.renewer is None or batch.renewer.limiter.acquired == 0:
+                    raise InventoryError(_first_message(group)) from None
+                reason = _first_message(group)
+                batch.aborted = f"the inventory became unreadable during the run: {reason}"
+                log.error("aborted: %s", batch.aborted)
     summary = _finish(config, batch, started)
     await _publish(config, summary, batch)
     return summary
@@ -64,11 +73,15 @@ async def run(config: RunConfig) -> report.Summary:
 def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], str, int]:
     """The inventory's rows, SHA-256 and row count, after every check that can refuse the run.
 
-    Opening the inventory checks the file and its header, and a saved plan is checked against
-    it: a bad file or a changed plan stops the run (exit 2) before anything starts, the sandbox
-    simulator included.
+    Opening the inventory checks the file and its header, the whole file is read once to find
+    damage anywhere in it, and a saved plan is checked against it: a bad file or a changed plan
+    stops the run (exit 2) before anything starts, the sandbox simulator included.
     """
     rows = inventory.read_inventory(
+        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+    )
+    # A file damaged at row 50,000 must stop the run before the devices above it are renewed.
+    inventory.check_readable(
         config.inventory, fmt=config.inventory_format, default_org=config.org_id
     )
     fingerprint = inventory.inventory_fingerprint(config.inventory)
@@ -174,6 +187,7 @@ async def _renewer(
     # serialises anyway; more threads only add GIL hand-offs.
     file_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundles"))
     return Renewer(
+        pinned_cas=_pinned_cas(config),
         client=client,
         limiter=RateLimiter(config.rate),
         journal=journal,
@@ -186,6 +200,17 @@ async def _renewer(
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
     )
+
+
+def _pinned_cas(config: RunConfig) -> tuple[x509.Certificate, ...]:
+    """Every CA certificate of the --pin-ca files; a file without one is a usage error."""
+    pinned: list[x509.Certificate] = []
+    for path in config.pin_ca:
+        try:
+            pinned.extend(verify.load_pinned(path.read_bytes(), str(path)))
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    return tuple(pinned)
 
 
 def _canary_rule(config: RunConfig, total_rows: int) -> CanaryRule | None:
@@ -259,6 +284,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
             "vanished": len(vanished),
             "vanishedDevices": vanished[:100],
             "dryRun": config.dry_run,
+            "caChanges": batch.renewer.ca_changes if batch.renewer is not None else 0,
         },
     )
     report.write_summary(config.out_dir, summary)

@@ -6,6 +6,11 @@ An answer that never came (`TransportError.sent`), or one that may have come aft
 took effect (99500: the POLICY table's `uncertain`), is ambiguous: before anything is sent again,
 `reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
 journaled, then written as a bundle. Only batch-level trouble (authentication refused) raises.
+
+CAs: with `pinned_cas` (--pin-ca), a certificate that does not chain to one of them fails
+verification (it is kept, as every issued certificate is). Without pins, the first issuing CA
+of a campaign is taken as its CA; a certificate from a CA not seen before in the campaign is
+still accepted (EnOS may rotate its CA) but its report row says so, and `ca_changes` counts it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography import x509
+
 from batch import keys
 from batch.bundles import write_bundle
 from batch.enos.client import EnosClient
-from batch.enos.errors import EnosError, classify, is_retryable, may_have_taken_effect
+from batch.enos.errors import (
+    EnosError,
+    classify,
+    is_retryable,
+    may_have_taken_effect,
+    redact,
+)
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
@@ -32,7 +45,7 @@ from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
 from batch.retry import Retrier, RetryPolicy
-from batch.verify import Verified, verify_issued
+from batch.verify import Verified, ca_fingerprints, verify_issued
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,9 @@ class Renewer:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     ca_cache: CaCache = field(default_factory=CaCache)
+    pinned_cas: tuple[x509.Certificate, ...] = ()  # --pin-ca: issued certificates chain to one
+    campaign_cas: set[str] = field(default_factory=set)  # SHA-256 of the CAs seen in the campaign
+    ca_changes: int = 0  # certificates from a CA first seen after the campaign's first CA
 
     def __post_init__(self) -> None:
         # A rerun after a crash reconciles the devices that were in flight first, before any
@@ -64,6 +80,7 @@ class Renewer:
         # PEM could not be recovered and each such device would be renewed a second time.
         for ca_pem in self.journal.ca_pems():
             self.ca_cache.remember(ca_pem)
+            self.campaign_cas |= ca_fingerprints(ca_pem)
 
     async def renew(self, device: Device, prior: State | None) -> Outcome:
         """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
@@ -165,15 +182,33 @@ class Renewer:
             expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
             requested_days=self._requested_days(a.device),
             now=now,
+            pinned=self.pinned_cas,
         )
         # Signature checks release the GIL: in the pool they overlap with the event loop.
         verified = await asyncio.get_running_loop().run_in_executor(self.key_pool, check)
+        if (ca_note := self._new_ca(verified)) is not None:
+            a.note = "; ".join(n for n in (a.note, ca_note) if n)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
         await self.journal.record_renewed(
             a.device.key, outcome=outcome, cert_pem=issued.cert_pem, ca_pem=issued.ca_pem
         )
         key_pem = a.material.key_pem if a.material else None
         return await self._write_bundle(a.device, outcome, issued.cert_pem, issued.ca_pem, key_pem)
+
+    def _new_ca(self, verified: Verified) -> str | None:
+        """A note when the issuing CA was not seen before in this campaign (not for the first)."""
+        fingerprint = verified.ca_sha256
+        if fingerprint is None or fingerprint in self.campaign_cas:
+            return None
+        first = not self.campaign_cas
+        self.campaign_cas.add(fingerprint)
+        if first:
+            return None
+        self.ca_changes += 1
+        subject = redact(verified.ca_subject or "", ())  # the answer's text: escape controls
+        note = f"issued by a CA not seen before in this campaign: {subject} (sha256 {fingerprint})"
+        log.warning("%s", note)
+        return note
 
     def _renewed_outcome(
         self, a: _Attempt, issued: Issued, verified: Verified, resolution: Resolution

@@ -8,7 +8,11 @@ Pure: the caller passes the time. Every check that fails adds one readable line 
 - it is signed by the returned CA, and that CA is a CA (BasicConstraints CA:TRUE);
 - its serial number is the `certSN` EnOS reported;
 - its validity is what was requested, or shorter only because the CA expires sooner
-  (`clamped`), and it starts within a day of now.
+  (`clamped`), and it starts within a day of now;
+- with pinned CAs (`--pin-ca`), it chains to one of them through the returned CA certificates.
+
+`Verified.ca_sha256` names the CA that signed it, so the renewer can notice a CA it has not
+seen before in the campaign.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from batch.model import Issued
 # certificate must end to count as clamped by the CA's remaining life (clock skew, rounding).
 TOLERANCE = timedelta(days=1)
 SECONDS_PER_DAY = 86_400
+_MAX_CHAIN = 8  # intermediate CAs followed towards a pinned CA; real chains have one or two
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +50,8 @@ class Verified:
     clamped: bool = False  # shorter than requested because the CA expires sooner
     key_type: str | None = None
     public_key_sha256: str | None = None
+    ca_sha256: str | None = None  # hex SHA-256 of the DER of the returned CA that signed it
+    ca_subject: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,14 +64,20 @@ def verify_issued(
     expected_public_key_sha256: str | None,
     requested_days: int,
     now: datetime,
+    pinned: Sequence[x509.Certificate] = (),
 ) -> Verified:
-    """Check what EnOS returned; `now` is aware (a naive datetime is taken as UTC)."""
+    """Check what EnOS returned; `now` is aware (a naive datetime is taken as UTC).
+
+    With `pinned` CAs, the certificate must chain to one of them (through the returned CAs).
+    """
     try:
         cert = _load_certificates(issued.cert_pem, "certificate")[0]
     except ValueError as exc:
         return Verified(problems=(str(exc),))
     problems: list[str] = []
     ca = _issuing_ca(cert, issued.ca_pem, problems)
+    if pinned and not _chains_to(cert, issued.ca_pem, pinned):
+        problems.append("certificate does not chain to a pinned CA (--pin-ca)")
     public_key = cert.public_key()
     key_sha256 = public_key_sha256(public_key)
     if expected_public_key_sha256 is not None and key_sha256 != expected_public_key_sha256:
@@ -81,7 +94,55 @@ def verify_issued(
         clamped=clamped,
         key_type=key_type(public_key),
         public_key_sha256=key_sha256,
+        ca_sha256=None if ca is None else _fingerprint(ca),
+        ca_subject=None if ca is None else ca.subject.rfc4514_string(),
     )
+
+
+def load_pinned(pem: bytes, source: str) -> tuple[x509.Certificate, ...]:
+    """The CA certificates of a --pin-ca file; ValueError when it holds none."""
+    try:
+        return tuple(x509.load_pem_x509_certificates(pem))
+    except ValueError as exc:
+        raise ValueError(f"--pin-ca {source} holds no PEM certificate") from exc
+
+
+def ca_fingerprints(ca_pem: str) -> set[str]:
+    """SHA-256 (hex, of the DER) of each certificate in a returned CA PEM; empty if unreadable."""
+    try:
+        return {_fingerprint(ca) for ca, _ in _parsed_cas(ca_pem)}
+    except ValueError:
+        return set()
+
+
+def _chains_to(cert: x509.Certificate, ca_pem: str, pinned: Sequence[x509.Certificate]) -> bool:
+    """Whether `cert` is signed by a pinned CA, directly or through the returned CAs."""
+    try:
+        returned = [ca for ca, _ in _parsed_cas(ca_pem)]
+    except ValueError:
+        returned = []
+    current = cert
+    for _ in range(_MAX_CHAIN):
+        if any(_signed_by(current, anchor) for anchor in pinned):
+            return True
+        parent = next((ca for ca in returned if ca != current and _signed_by(current, ca)), None)
+        if parent is None:
+            return False
+        current = parent
+    return False
+
+
+def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _load_certificates(pem: str | None, what: str) -> Sequence[x509.Certificate]:

@@ -80,6 +80,34 @@ def test_inventory_without_required_columns_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "junk"])
+def test_pin_ca_that_is_not_a_pem_certificate_exits_2(tmp_path: Path, content: str | None) -> None:
+    pin = tmp_path / "pin.pem"
+    if content is not None:
+        pin.write_text(content)
+    result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out", "--sandbox", "--pin-ca", pin)
+    assert result.returncode == 2, result.stderr
+    assert f"--pin-ca {pin}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pin_ca_of_another_ca_fails_every_sandbox_renewal_as_verification_failed(
+    tmp_path: Path,
+) -> None:
+    from tests import certs
+
+    pin = tmp_path / "pin.pem"
+    pin.write_text(certs.make_ca(common_name="Not the sandbox CA").pem)
+    out = tmp_path / "out"
+    result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "100",
+                         "--pin-ca", pin, "--abort-after-failures", "100")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    rows = read_report(out)
+    assert not [r for r in rows if r["status"] == "renewed"]
+    pinned = [r for r in rows if r["errorClass"] == "verification_failed"]
+    assert len(pinned) > 10 and all("pinned CA" in r["errorMessage"] for r in pinned)
+    assert all((out / r["bundlePath"] / "cert.pem").is_file() for r in pinned)  # kept
+
+
 def test_sandbox_run_of_the_sample_reports_every_row(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = fleet_renew("run", SAMPLE, "--out", out, "--sandbox", "--rate", "20",

@@ -61,6 +61,17 @@ def test_unusable_envelopes_are_malformed(raw: bytes) -> None:
         parse_envelope(200, raw)
 
 
+# JSON nested past the decoder's depth: 200,000 brackets, well inside the 1 MiB answer cap.
+NESTED = b"[" * 200_000 + b"]" * 200_000
+
+
+def test_json_nested_past_the_decoders_depth_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedResponse):
+        parse_envelope(200, NESTED)
+    assert says_token_expired(401, b'{"code": 1203, "x": ' + NESTED + b"}") is False
+    assert isinstance(status_error(502, NESTED), GatewayError)
+
+
 def test_status_errors() -> None:
     throttled = status_error(429, body({"message": "API rate limit exceeded"}), retry_after=3.0)
     assert isinstance(throttled, ThrottledError) and throttled.retry_after == 3.0
@@ -97,6 +108,12 @@ def test_token_expired_is_recognised(status: int, raw: bytes, expired: bool) -> 
         ("Tue, 14 Nov 2023 22:14:00 GMT", 40.0),  # NOW (22:13:20) + 40 s
         ("Tue, 14 Nov 2023 22:00:00 GMT", 0.0),  # in the past
         ("soon", None),
+        # Hostile or broken: never a wait past MAX_RETRY_AFTER_S, never an infinite one.
+        ("99999999", 300.0),
+        ("1e308", 300.0),
+        ("inf", None),
+        ("nan", None),
+        ("Fri, 14 Nov 2098 22:14:00 GMT", 300.0),
     ],
 )
 def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: float | None) -> None:

@@ -904,6 +904,7 @@ async def test_https_gateway_fails_verification_without_its_ca(server_tls: ssl.S
         {"base_url": "ftp://enos.example"},
         {"base_url": "enos.example"},
         {"base_url": "https://enos.example/?x=1"},
+        {"base_url": "https://user:s3cret@enos.example"},
         {"app_key": ""},
         {"app_secret": ""},
         {"params_in": "header"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batch.enos.errors import (
+    MAX_MESSAGE,
     POLICY,
     ApiError,
     AuthError,
@@ -22,6 +23,7 @@ from batch.enos.errors import (
     classify_http_status,
     is_retryable,
     may_have_taken_effect,
+    redact,
 )
 from batch.model import ErrorClass
 
@@ -184,3 +186,19 @@ def test_the_table_says_which_failed_renewals_may_have_taken_effect(
     error: EnosError, uncertain: bool
 ) -> None:
     assert may_have_taken_effect(error) is uncertain
+
+
+def test_redact_removes_secrets_longest_first_escapes_controls_and_cuts() -> None:
+    secrets = {"tok-123", "tok-123-long", ""}
+    assert redact("a tok-123-long b tok-123 c", secrets) == "a [redacted] b [redacted] c"
+    assert redact("red\x1b[31m\nline", set()) == "red\\x1b[31m\\nline"
+    cut = redact("x" * 2000, set())
+    assert len(cut) == MAX_MESSAGE and cut.endswith("...")
+
+
+def test_an_error_redacts_its_message_args_and_request_id() -> None:
+    error = ApiError("bad token tok-9 in tok-9", code=99400, request_id="rid-tok-9")
+    assert error.redact({"tok-9"}) is error
+    assert str(error) == "bad token [redacted] in [redacted]" and error.args == (str(error),)
+    assert error.request_id == "rid-[redacted]"
+    assert classify(error) is ErrorClass.INVALID_REQUEST

@@ -257,6 +257,23 @@ def test_reason_quotes_long_or_control_values_safely() -> None:
     assert "\x1b" not in invalid(orgId="o", assetId="a", certSn=1, validDay="\x1b[2J").reason
 
 
+@pytest.mark.parametrize("column", ["orgId", "assetId", "productKey", "deviceKey", "certSn"])
+@pytest.mark.parametrize("bad", ["\x00", "\x1b[2J", "\x7f", "\u202e", "\n", "\x1f", "\u2028"])
+def test_control_characters_in_an_identifier_make_the_row_invalid(column: str, bad: str) -> None:
+    values: dict[str, object] = {
+        "orgId": "o-1", "productKey": "pk", "deviceKey": "dk", "certSn": "12",
+    }  # fmt: skip
+    values[column] = f"{bad}12" if column == "certSn" else f"x{bad}7"
+    row = invalid(**values)
+    assert row.reason.startswith(f"{column} ") and "control or non-printable" in row.reason
+    assert bad not in row.reason
+    assert all(value.isprintable() for value in row.values.values())  # never written raw
+
+
+def test_spaces_and_tabs_around_an_identifier_are_still_fine() -> None:
+    assert device(orgId="\to-1 ", assetId=" a-1\t", certSn=" 12\t").asset_id == "a-1"
+
+
 def test_invalid_row_shows_float_cert_sn_without_a_fraction() -> None:
     bad = invalid(orgId="o", certSn=12.0)
     assert bad.values["certSn"] == "12"
@@ -512,6 +529,11 @@ def test_writing_replaces_an_existing_file(tmp_path: Path) -> None:
 safe_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).filter(
     lambda text: text == text.strip() and "\x00" not in text
 )
+# Identifiers must be printable (a control character makes the row invalid).
+_NON_PRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
+identifier_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=_NON_PRINTABLE), min_size=1, max_size=20
+)
 
 
 @given(
@@ -519,10 +541,10 @@ safe_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).filte
         st.builds(
             Device,
             row=st.just(0),
-            org_id=safe_text,
-            asset_id=st.one_of(st.none(), safe_text),
-            product_key=safe_text,
-            device_key=safe_text,
+            org_id=identifier_text,
+            asset_id=st.one_of(st.none(), identifier_text),
+            product_key=identifier_text,
+            device_key=identifier_text,
             cert_sn=st.integers(min_value=0, max_value=10**30),
             valid_day=st.one_of(st.none(), st.integers(1, 36500)),
             issue_authority=st.sampled_from([None, "RSA", "ECC"]),

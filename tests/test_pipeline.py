@@ -6,6 +6,7 @@ and the simulator's own record of what happened.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import stat
@@ -28,9 +29,11 @@ from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import InventoryError
 from batch.job import run
 from batch.journal import Journal
-from batch.model import Device, Issued, KeyMode
+from batch.model import Device, Issued, KeyMode, Status
 from batch.report import REPORT_COLUMNS, Summary
 from batch.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from batch.simulator.ca import Authority
+from tests import certs
 
 ORG = "o-test"
 KEY, SECRET = "pipeline-key", "pipeline-secret"
@@ -522,3 +525,133 @@ async def test_broken_line_deep_in_the_csv_stops_the_run_as_an_inventory_error(
     async with simulator(rows, tmp_path) as sim:
         with pytest.raises(InventoryError):
             await run_job(sim, path, tmp_path / "out")
+
+
+# --- the issuing CA: --pin-ca, and a CA not seen before in the campaign ------------------
+
+
+def sim_ca_pem(sim: RunningSimulator) -> str:
+    """The simulator's CA for the EC keys its seeded devices hold (what reuse renews)."""
+    return sim.simulator.authorities[Authority.ECC].pem
+
+
+async def test_pinned_ca_accepts_the_simulators_certificates(tmp_path: Path) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        pin = tmp_path / "pin.pem"
+        pin.write_text(certs.make_ca(common_name="Unrelated CA").pem + "\n" + sim_ca_pem(sim))
+        result = await run_job(sim, inventory, tmp_path / "out", pin_ca=(pin,))
+    assert [r["status"] for r in result.rows] == ["renewed", "renewed"]
+    assert result.summary.extra["caChanges"] == 0
+
+
+async def test_a_certificate_from_an_unpinned_ca_fails_verification_and_is_kept(
+    tmp_path: Path,
+) -> None:
+    rows = fleet(2)
+    inventory = write_inventory(tmp_path / "inventory.csv", rows)
+    pin = tmp_path / "pin.pem"
+    pin.write_text(certs.make_ca(common_name="EnOS CA").pem)  # a look-alike, not EnOS's CA
+    async with simulator(rows, tmp_path) as sim:
+        result = await run_job(sim, inventory, tmp_path / "out", pin_ca=(pin,))
+        issued = {name: sim.device(f"pkA/{name}").certificates[-1] for name in result.by_device()}
+    assert result.summary.exit_code == 1
+    for name, row in result.by_device().items():
+        assert (row["status"], row["errorClass"]) == ("failed", "verification_failed")
+        assert "does not chain to a pinned CA" in row["errorMessage"]
+        kept = load_cert(result.out / row["bundlePath"] / "cert.pem")  # kept, as DESIGN says
+        assert str(kept.serial_number) == row["newCertSn"] == str(issued[name].serial)
+
+
+async def test_a_ca_not_seen_before_in_the_campaign_is_noted_and_counted(tmp_path: Path) -> None:
+    first, later = fleet(2), fleet(2, start=5000)
+    for n, row in enumerate(later):
+        row["deviceKey"] = f"late-{n}"
+    out = tmp_path / "out"
+    async with simulator(first, tmp_path) as sim:
+        done = await run_job(sim, write_inventory(tmp_path / "one.csv", first), out)
+    assert all(not r["note"] for r in done.rows) and done.summary.extra["caChanges"] == 0
+    # The same campaign goes on against an EnOS whose CA has changed (a new simulator, new CA).
+    async with simulator(later, tmp_path) as rotated:
+        result = await run_job(rotated, write_inventory(tmp_path / "two.csv", first + later), out)
+    fresh = [r for r in result.rows if r["deviceKey"].startswith("late-")]
+    assert [r["status"] for r in fresh] == ["renewed", "renewed"]
+    notes = [r["note"] for r in fresh if "CA not seen before in this campaign" in r["note"]]
+    assert len(notes) == 1 and "sha256 " in notes[0]  # said once, on the first such row
+    assert result.summary.extra["caChanges"] == 1
+    assert json.loads((out / "summary.json").read_text())["extra"]["caChanges"] == 1
+
+
+# --- an inventory damaged far down -------------------------------------------------------
+
+
+def damaged_csv(path: Path, valid: int, total: int, bad_line: int) -> Path:
+    """`valid` devices of `fleet`, then rows without a certSn (invalid, never sent) up to
+    `total` rows, with a byte that is not UTF-8 on line `bad_line` (the header is line 1)."""
+    lines = [b"orgId,productKey,deviceKey,certSn\n"]
+    for n in range(total):
+        sn = str(1000 + n).encode() if n < valid else b""
+        lines.append(b"o-test,pkA,dev-%04d,%s\n" % (n, sn))
+    lines[bad_line - 1] = b"o-test,pkA,dev-\xff,1\n"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+async def test_an_encoding_error_at_row_55000_stops_the_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    inventory = damaged_csv(tmp_path / "inv.csv", valid=40, total=60_000, bad_line=55_000)
+    async with simulator(fleet(40), tmp_path) as sim:
+        with pytest.raises(InventoryError, match="not a readable CSV") as caught:
+            await run_job(sim, inventory, tmp_path / "out")
+        assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0
+    assert "line 55000 is not UTF-8" in caught.value.message
+
+
+async def test_an_inventory_damaged_during_the_run_aborts_with_exit_3_not_2(tmp_path: Path) -> None:
+    # 5 devices, one worker, 200 ms an answer: the producer waits on the queue inside the first
+    # 50,000-row chunk while the test damages the file's last line; the second chunk finds it.
+    inventory = damaged_csv(tmp_path / "inv.csv", valid=5, total=80_000, bad_line=2)
+    size = inventory.stat().st_size
+    with inventory.open("r+b") as fh:  # undo the damage: the file starts out clean
+        fh.write(b"orgId,productKey,deviceKey,certSn\no-test,pkA,dev-0000,1000\n")
+    assert inventory.stat().st_size == size
+    async with simulator(fleet(5), tmp_path, latency_ms=200) as sim:
+        job = asyncio.create_task(run_job(sim, inventory, tmp_path / "out", concurrency=1))
+        while sim.state_dict()["stats"]["requests"].get("renew", 0) == 0:
+            await asyncio.sleep(0.005)
+        with inventory.open("r+b") as fh:
+            fh.seek(size - 4)
+            fh.write(b"\xff")
+        result = await job
+    assert result.summary.exit_code == 3
+    assert "inventory became unreadable during the run" in (result.summary.aborted_reason or "")
+    assert result.summary.counts_by_status[Status.RENEWED] >= 1
+
+
+async def test_a_damaged_parquet_page_at_row_100000_stops_the_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+
+    n = 120_000
+    table = pa.table(
+        {
+            "orgId": [ORG] * n,
+            "productKey": ["pkA"] * n,
+            "deviceKey": [f"dev-{i:04d}" for i in range(n)],
+            "certSn": [1000 + i for i in range(n)],
+        }
+    )
+    path = tmp_path / "inv.parquet"
+    pq.write_table(table, path, row_group_size=50_000)
+    chunk = pq.ParquetFile(path).metadata.row_group(2).column(2)  # rows 100,000+, deviceKey
+    data = bytearray(path.read_bytes())
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle : middle + 64] = b"\xa5" * 64  # the snappy page no longer decompresses
+    path.write_bytes(bytes(data))
+    async with simulator(fleet(40), tmp_path) as sim:
+        with pytest.raises(InventoryError, match="not a readable Parquet file"):
+            await run_job(sim, path, tmp_path / "out")
+        assert sim.state_dict()["stats"]["requests"].get("renew", 0) == 0

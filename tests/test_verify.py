@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -250,3 +250,65 @@ def test_an_unparseable_ca_is_a_problem_and_a_shorter_grant_cannot_be_excused() 
     )
     assert verified.serial == "52771"  # the certificate itself was read
     assert verified.clamped is False
+
+
+# --- pinned CAs (--pin-ca) ---------------------------------------------------------------
+
+
+def intermediate(root: certs.Ca, common_name: str = "EnOS Device CA") -> certs.Ca:
+    """A CA certificate for a new key, signed by `root`."""
+    key = certs.new_key("EC")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(certs.name(common_name))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=3000))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root.key, hashes.SHA256())
+    )
+    return certs.Ca(key, cert)
+
+
+def pinned_check(issued: Issued, *pins: certs.Ca) -> tuple[str, ...]:
+    return verify_issued(
+        issued,
+        expected_public_key_sha256=None,
+        requested_days=365,
+        now=NOW,
+        pinned=[pin.cert for pin in pins],
+    ).problems
+
+
+NOT_PINNED = "certificate does not chain to a pinned CA (--pin-ca)"
+
+
+def test_a_certificate_of_the_pinned_ca_passes_and_names_its_ca() -> None:
+    ca = make_ca()
+    issued = Issued(cert_pem=issue(ca, public_key(material())), ca_pem=ca.pem, cert_sn="52771")
+    assert pinned_check(issued, make_ca(common_name="other"), ca) == ()
+    verified = verify_issued(issued, expected_public_key_sha256=None, requested_days=365, now=NOW)
+    der = ca.cert.public_bytes(serialization.Encoding.DER)
+    assert verified.ca_sha256 == hashlib.sha256(der).hexdigest()
+    assert verified.ca_subject == ca.cert.subject.rfc4514_string()
+
+
+def test_a_certificate_of_another_ca_fails_the_pin_even_when_it_chains_to_its_own_ca() -> None:
+    ca = make_ca()
+    issued = Issued(cert_pem=issue(ca, public_key(material())), ca_pem=ca.pem, cert_sn="52771")
+    assert pinned_check(issued, make_ca()) == (NOT_PINNED,)  # same name, another key
+    assert pinned_check(issued) == ()  # no pin: the returned CA is enough
+
+
+@pytest.mark.parametrize("returned", ["intermediate", "intermediate+root"])
+def test_a_pinned_root_is_reached_through_the_returned_intermediate(returned: str) -> None:
+    root = make_ca(common_name="EnOS Root")
+    device_ca = intermediate(root)
+    ca_pem = device_ca.pem + ("\n" + root.pem if returned == "intermediate+root" else "")
+    issued = Issued(
+        cert_pem=issue(device_ca, public_key(material())), ca_pem=ca_pem, cert_sn="52771"
+    )
+    assert pinned_check(issued, root) == ()
+    assert pinned_check(issued, make_ca(common_name="EnOS Root")) == (NOT_PINNED,)

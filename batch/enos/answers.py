@@ -14,6 +14,7 @@ reads a clock (`now` is passed in), so each rule can be tested on bytes alone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,9 @@ from batch.model import CertRecord, Issued
 
 TOKEN_EXPIRED = 1203  # the token service's "access token has expired"
 CERT_STATUS = {0: "valid", 1: "revoked", 2: "expired"}  # List Certificate's certStatus
+# The longest Retry-After obeyed. EnOS throttles per second; the retry budget of one device is
+# 300 s (batch.retry.RetryPolicy.budget): a longer wait is a broken or hostile answer.
+MAX_RETRY_AFTER_S = 300.0
 _MIN_EPOCH_MS = 10**11  # 1973 in ms; smaller numbers are day counts (2.1.0's effetiveDate)
 
 
@@ -47,7 +51,9 @@ def decode_json(status: int, body: bytes) -> object:
     """The JSON in an answer body, or MalformedResponse."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: "[[[[..." nested past the decoder's depth, from a broken or hostile
+        # gateway; it must be this answer's failure, not the batch's crash.
         raise MalformedResponse(
             f"EnOS answer is not JSON (HTTP {status})", http_status=status
         ) from exc
@@ -57,7 +63,7 @@ def json_object(body: bytes) -> Mapping[str, object]:
     """The JSON object in an (error) answer body, or {} when there is none."""
     try:
         decoded = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     return decoded if isinstance(decoded, dict) else {}
 
@@ -106,17 +112,21 @@ def status_error(status: int, body: bytes, *, retry_after: float | None = None) 
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date), at most
+    MAX_RETRY_AFTER_S: one answer pauses the whole batch's limiter, so "inf" or a date next
+    year must not stall the run for good. Not a finite number: None (the backoff decides)."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def parse_issued(data: object, *, request_id: str | None) -> Issued:

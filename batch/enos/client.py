@@ -4,7 +4,10 @@
 is signed (`batch.enos.signing.sign`) over the exact bytes sent; an HTTP 401 is answered by one
 fresh token (a refresh when it says the token expired, 1203; else a get) and one retry. Every
 aiohttp exception, and the bare `TimeoutError` aiohttp raises when the total timeout runs out,
-is translated here and only here into the `batch.enos.errors` tree, chained with `from exc`.
+is translated here and only here into the `batch.enos.errors` tree, chained with `from exc`,
+with a text of our own: a library's text holds the URL and the request headers (access token,
+signature). Errors built from an answer are redacted of what the call sent; an answer is read up
+to `MAX_ANSWER_BYTES` only.
 
 `TransportError.sent` is decided by whether the request headers had started going out (an
 aiohttp trace signal), so a timeout while waiting for a pooled connection or connecting is
@@ -31,7 +34,15 @@ from yarl import URL
 from batch.enos import answers
 from batch.enos.answers import Envelope, parse_cert_records, parse_issued
 from batch.enos.auth import TokenManager
-from batch.enos.errors import NetworkError, RequestTimeout, TokenRejected
+from batch.enos.errors import (
+    MAX_REQUEST_ID,
+    EnosError,
+    MalformedResponse,
+    NetworkError,
+    RequestTimeout,
+    TokenRejected,
+    redact,
+)
 from batch.enos.signing import sign
 from batch.errors import UsageError
 from batch.model import CertRecord, DeviceRef, Issued, ParamPlacement, device_identity
@@ -40,6 +51,12 @@ logger = logging.getLogger(__name__)
 
 CERT_PATH = "/connect-service/v2.0/certificates"
 JSON_TYPE = "application/json;charset=UTF-8"
+# The largest answer read. A Renew answer is two PEM certificates (~3 KiB); a List answer holds
+# a few records per device. 1 MiB is far above any real answer and bounds the memory a broken
+# or hostile gateway can make us spend (workers x 1 MiB).
+MAX_ANSWER_BYTES = 1 << 20
+_READ_CHUNK = 1 << 16
+_TOKEN_SECRETS = ("encryption", "accessToken")  # token-service request fields never repeated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +75,10 @@ class ClientConfig:
         url = URL(self.base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise UsageError(f"EnOS base URL must be http(s)://host[:port]: {self.base_url!r}")
+        if url.user is not None or url.password is not None:
+            # A password in a URL ends up in argv, shell history and logs: secrets come from
+            # the environment only.
+            raise UsageError("EnOS base URL must not carry a user or password")
         if url.query_string or url.fragment:
             raise UsageError(f"EnOS base URL must not carry a query or fragment: {url}")
         object.__setattr__(self, "base_url", str(url).rstrip("/"))
@@ -89,7 +110,7 @@ def _is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """One HTTP answer, read in full."""
+    """One HTTP answer, read in full (up to MAX_ANSWER_BYTES)."""
 
     status: int
     body: bytes
@@ -241,48 +262,74 @@ class EnosClient:
         Expired (1203): refreshed. Any other HTTP 401: another process on this app key may have
         replaced the token, so a new one is got. Refused again with that fresh token: raised as
         TokenRejected (the gateway refused the call: it had no effect).
+
+        Every error leaves redacted of the secrets this call sent (token, signature, the app
+        secret, the query naming the device): a hostile or broken gateway may echo them back.
         """
         body = b"" if payload is None else _encode(payload)
+        secrets: set[str] = {self._config.app_secret}
         started = self._clock()
-        token = await self.tokens.token()
-        answer = await self._signed(method, params, body, token)
-        expired = answers.says_token_expired(answer.status, answer.body)
-        if expired or answer.status == 401:
-            logger.info("access token refused (%s); fresh token, one retry", answer.status)
-            renew_token = self.tokens.expired if expired else self.tokens.rejected
-            token = await renew_token(token)
-            answer = await self._signed(method, params, body, token)
+        try:
+            token = await self.tokens.token()
+            answer = await self._signed(method, params, body, token, secrets)
             if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
-                refused = answers.status_error(401, answer.body)
-                raise TokenRejected(
-                    f"{refused.message} (again with a fresh token)",
-                    code=refused.code,
-                    http_status=answer.status,
-                )
-        logger.debug(
-            "%s %s: HTTP %s in %.0f ms",
-            params["action"],
-            device_identity(device),
-            answer.status,
-            (self._clock() - started) * 1000,
-        )
-        return answers.parse_envelope(
-            answer.status, answer.body, retry_after=self._retry_after(answer)
-        )
+                answer = await self._with_fresh_token(method, params, body, token, answer, secrets)
+            logger.debug(
+                "%s %s: HTTP %s in %.0f ms",
+                params["action"],
+                device_identity(device),
+                answer.status,
+                (self._clock() - started) * 1000,
+            )
+            envelope = answers.parse_envelope(
+                answer.status, answer.body, retry_after=self._retry_after(answer)
+            )
+        except EnosError as exc:
+            exc.redact(secrets)
+            raise
+        if envelope.request_id is None:
+            return envelope
+        return Envelope(envelope.data, redact(envelope.request_id, secrets, limit=MAX_REQUEST_ID))
+
+    async def _with_fresh_token(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        body: bytes,
+        token: str,
+        refused: _Answer,
+        secrets: set[str],
+    ) -> _Answer:
+        """The one retry of a call whose token the gateway refused, with a fresh token."""
+        expired = answers.says_token_expired(refused.status, refused.body)
+        logger.info("access token refused (HTTP %s); fresh token, one retry", refused.status)
+        token = await (self.tokens.expired if expired else self.tokens.rejected)(token)
+        answer = await self._signed(method, params, body, token, secrets)
+        if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
+            error = answers.status_error(401, answer.body)
+            raise TokenRejected(
+                f"{error.message} (again with a fresh token)",
+                code=error.code,
+                http_status=answer.status,
+            )
+        return answer
 
     async def _signed(
-        self, method: str, params: Mapping[str, str], body: bytes, token: str
+        self, method: str, params: Mapping[str, str], body: bytes, token: str, secrets: set[str]
     ) -> _Answer:
         timestamp_ms = int(self._clock() * 1000)
+        signature = sign(token, params, body, timestamp_ms, self._config.app_secret)
+        url = URL(f"{self._config.base_url}{CERT_PATH}").with_query(params)
+        secrets.update((token, signature, url.raw_query_string, url.query_string))
         headers = {
             "apim-accesstoken": token,
             "apim-timestamp": str(timestamp_ms),
-            "apim-signature": sign(token, params, body, timestamp_ms, self._config.app_secret),
+            "apim-signature": signature,
         }
         if method != "GET":
             headers["Content-Type"] = JSON_TYPE
         data = body if method != "GET" else None
-        return await self._exchange(method, CERT_PATH, params, data, headers, business=True)
+        return await self._exchange(method, url, data, headers, business=True)
 
     def _retry_after(self, answer: _Answer) -> float | None:
         return answers.parse_retry_after(answer.retry_after, now=self._clock())
@@ -290,31 +337,42 @@ class EnosClient:
     # -- token service ------------------------------------------------------------------------
 
     async def _post_token(self, path: str, payload: Mapping[str, object]) -> object:
-        """POST to the token service and return its decoded JSON answer (TokenManager judges it)."""
+        """POST to the token service and return its decoded JSON answer (TokenManager judges it).
+
+        The answer's `msg` becomes an error text in TokenManager: it leaves here redacted of
+        what this request sent (the encryption, an old token, the app secret).
+        """
+        secrets = {self._config.app_secret}
+        secrets.update(str(payload[name]) for name in _TOKEN_SECRETS if name in payload)
         headers = {"Content-Type": JSON_TYPE}
-        answer = await self._exchange("POST", path, {}, _encode(payload), headers, business=False)
-        if answer.status == 200:
-            return answers.decode_json(answer.status, answer.body)
-        detail = answers.json_object(answer.body)
-        if answer.status not in (401, 429) and ("status" in detail or "stauts" in detail):
-            return detail  # a token-service verdict carried on an error status
-        raise answers.status_error(
-            answer.status, answer.body, retry_after=self._retry_after(answer)
-        )
+        url = URL(f"{self._config.base_url}{path}")
+        try:
+            answer = await self._exchange("POST", url, _encode(payload), headers, business=False)
+            if answer.status == 200:
+                return _redact_msg(answers.decode_json(answer.status, answer.body), secrets)
+            detail = answers.json_object(answer.body)
+            if answer.status not in (401, 429) and ("status" in detail or "stauts" in detail):
+                return _redact_msg(detail, secrets)  # a token-service verdict on an error status
+            raise answers.status_error(
+                answer.status, answer.body, retry_after=self._retry_after(answer)
+            )
+        except EnosError as exc:
+            exc.redact(secrets)
+            raise
 
     # -- the aiohttp boundary -----------------------------------------------------------------
 
     async def _exchange(
         self,
         method: str,
-        path: str,
-        params: Mapping[str, str],
+        url: URL,
         data: bytes | None,
         headers: Mapping[str, str],
         *,
         business: bool,
     ) -> _Answer:
-        """Send one request and read the whole answer; aiohttp errors become ours here.
+        """Send one request and read its answer (at most MAX_ANSWER_BYTES); aiohttp errors
+        become ours here, worded by us: a library's text carries the URL and request headers.
 
         `business=False` (token calls) always reports `sent=False`: the business request that
         needed the token has not left.
@@ -322,25 +380,74 @@ class EnosClient:
         if self._session is None:
             raise RuntimeError("EnosClient used outside `async with`")
         progress = _Progress()
-        url = f"{self._config.base_url}{path}"
+        where = f"{url.origin()}{url.path}"  # never the query, nor user info in the URL
         try:
             async with self._session.request(
-                method, url, params=params, data=data, headers=headers, trace_request_ctx=progress
+                method,
+                url,
+                data=data,
+                headers=headers,
+                trace_request_ctx=progress,
+                allow_redirects=False,  # a redirect would carry the token's headers elsewhere
             ) as response:
-                body = await response.read()
+                body = await _read_bounded(response, where)
                 return _Answer(response.status, body, response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise NetworkError(f"TLS verification failed for {url}: {exc}", sent=False) from exc
+            raise NetworkError(f"TLS verification failed for {where}", sent=False) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise NetworkError(f"cannot connect to {url}: {exc}", sent=False) from exc
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            raise NetworkError(f"cannot connect to {where}: {reason}", sent=False) from exc
         except aiohttp.ConnectionTimeoutError as exc:
-            raise RequestTimeout(f"connecting to {url} timed out", sent=False) from exc
+            raise RequestTimeout(f"connecting to {where} timed out", sent=False) from exc
         except TimeoutError as exc:  # SocketTimeoutError, or the total timeout (bare)
             sent = business and progress.sent
-            raise RequestTimeout(f"no answer from {url} in time", sent=sent) from exc
+            raise RequestTimeout(f"no answer from {where} in time", sent=sent) from exc
         except aiohttp.ClientError as exc:  # reset, disconnected, payload, bad HTTP
             sent = business and progress.sent
-            raise NetworkError(f"connection to {url} failed: {exc!r}", sent=sent) from exc
+            raise NetworkError(f"{where}: {_failure_text(exc)}", sent=sent) from exc
+
+
+# What an aiohttp failure means, by type (first match). Its own text is never shown: it holds
+# the request's URL and headers, access token and signature included.
+_FAILURES: tuple[tuple[type[aiohttp.ClientError], str], ...] = (
+    (aiohttp.ServerDisconnectedError, "the server closed the connection without an answer"),
+    (aiohttp.ClientPayloadError, "the answer body was cut short or badly encoded"),
+    (aiohttp.ClientResponseError, "the answer is not valid HTTP"),
+    (aiohttp.ClientConnectionResetError, "the connection was reset"),
+    (aiohttp.ClientOSError, "the connection failed"),
+    (aiohttp.ClientError, "the HTTP exchange failed"),
+)
+
+
+def _failure_text(exc: aiohttp.ClientError) -> str:
+    text = next(text for kind, text in _FAILURES if isinstance(exc, kind))
+    return f"{text} ({type(exc).__name__})"
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
+    """The answer body, or MalformedResponse once it passes MAX_ANSWER_BYTES (not read further:
+    the connection is closed, so a 100 MB answer costs 1 MiB, not 100 MB, of memory)."""
+    declared = response.content_length
+    body = bytearray()
+    if declared is None or declared <= MAX_ANSWER_BYTES:
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                break
+        else:
+            return bytes(body)
+    response.close()
+    raise MalformedResponse(
+        f"answer from {where} is larger than {MAX_ANSWER_BYTES} bytes (HTTP {response.status})",
+        http_status=response.status,
+    )
+
+
+def _redact_msg(answer: object, secrets: set[str]) -> object:
+    """A token-service answer whose `msg` (the only text TokenManager repeats) is redacted."""
+    if isinstance(answer, dict) and isinstance(answer.get("msg"), str):
+        return {**answer, "msg": redact(answer["msg"], secrets)}
+    return answer
 
 
 def _device_params(action: str, device: DeviceRef) -> dict[str, str]:

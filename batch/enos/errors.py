@@ -19,11 +19,17 @@ is retried, or what is resolved with List first, touches `POLICY` only.
 `TransportError.sent` tells whether the request may have reached EnOS: a renewal whose request
 was sent but whose answer never came is *ambiguous* (the renewal may have taken effect), and so
 is one answered 99500 (EnOS may have failed after renewing).
+
+An error's text ends up in the report and the log. Texts taken from an answer (a `msg`, a
+`requestId`) may echo what we sent, so the client passes every error through `EnosError.redact`
+with the secrets of that exchange before it leaves; texts of library exceptions are never used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Self
 
 from batch.model import ErrorClass
 
@@ -49,6 +55,30 @@ class EnosError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def redact(self, secrets: Collection[str]) -> Self:
+        """Remove `secrets` from the texts this error carries (in place); return it."""
+        self.message = redact(self.message, secrets)
+        self.args = (self.message,)
+        if self.request_id is not None:
+            self.request_id = redact(self.request_id, secrets, limit=MAX_REQUEST_ID)
+        return self
+
+
+REDACTED = "[redacted]"
+MAX_MESSAGE = 500  # EnOS messages are one sentence; a longer one is cut, not stored whole
+MAX_REQUEST_ID = 100
+
+
+def redact(text: str, secrets: Collection[str], *, limit: int = MAX_MESSAGE) -> str:
+    """`text` without any of `secrets` (longest first), control characters escaped (no
+    terminal escape reaches a log), cut to `limit` characters."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ApiError(EnosError):
