@@ -85,9 +85,17 @@ def histogram(durations: np.ndarray) -> Figure:
     return fig
 
 
-def validity_chart(pairs: Sequence[tuple[tuple[int, int, bool], int]]) -> Figure:
+def requested_text(days: int | None) -> str:
+    """Requested days as shown: none requested means EnOS applied its default."""
+    return "EnOS default" if days is None else f"{days:,}"
+
+
+def validity_chart(pairs: Sequence[tuple[tuple[int | None, int, bool], int]]) -> Figure:
     shown = list(pairs[:VALIDITY_PAIRS])
-    labelled = [(f"{r:,} → {g:,} d", n, "#ef6c00" if c else "#2e7d32") for (r, g, c), n in shown]
+    labelled = [
+        (f"{requested_text(r)} → {g:,} d", n, "#ef6c00" if c else "#2e7d32")
+        for (r, g, c), n in shown
+    ]
     rest = sum(n for _, n in pairs[VALIDITY_PAIRS:])
     if rest:
         labelled.append(("other", rest, "#78909c"))

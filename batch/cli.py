@@ -100,8 +100,10 @@ _SCOPE_OPTIONS = [
         "--valid-days",
         type=int,
         default=None,
-        help="Validity of the new certificates in days, unless the row has validDay. "
-        "[default: EnOS's default, 730]",
+        help="Validity of the new certificates in days, unless the row has validDay. Without "
+        "either, no validDay is sent: EnOS applies its deployment's default (730 on the English "
+        "pages) and the report shows what it granted; a default above the product's maximum "
+        "fails as invalid_request, asking for this option.  [default: none sent]",
     ),
     click.option(
         "--params-in",
@@ -206,6 +208,14 @@ _RUN_OPTIONS = [
         "--retry-failed",
         is_flag=True,
         help="On a rerun, retry devices that failed permanently in earlier runs.",
+    ),
+    click.option(
+        "--renew-current",
+        is_flag=True,
+        help="When a device's inventory certSn was superseded by a newer valid certificate "
+        "(List Certificate shows it), renew that current certificate. [default: off: the device "
+        "is reported skipped, 'superseded: current certificate <sn> expires <date>'; maintenance "
+        "mode decides from the current certificate whether it is due either way]",
     ),
     click.option(
         "--plan",
@@ -335,6 +345,7 @@ def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
             dry_run=options["dry_run"],
             pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,
             retry_failed=options["retry_failed"],
+            renew_current=options["renew_current"],
             grace_seconds=options["grace_seconds"],
             abort_after_failures=options["abort_after_failures"],
             abort_failure_rate=(

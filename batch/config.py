@@ -88,6 +88,8 @@ class RunConfig:
     dry_run: bool = False
     pkcs12_passphrase: bytes | None = field(default=None, repr=False)
     retry_failed: bool = False
+    renew_current: bool = False  # renew a device's current certificate when it superseded
+    # the inventory's (default: report it skipped, it was renewed already)
     grace_seconds: float = 30.0
     abort_after_failures: int = 50
     shard: Shard | None = None

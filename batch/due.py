@@ -3,7 +3,8 @@
 A device's current certificate comes from the inventory (`notAfter`) or from List Certificate.
 It is due when it expires within `--renew-within` days, or when it has lived past
 `--renew-at-fraction` of its lifetime. An expired or revoked certificate cannot be renewed
-(EnOS refuses), so it fails here with a hint to use Apply instead of costing a renew call.
+(EnOS refuses): unless the device has a newer valid certificate to follow (batch.current), it
+fails with a hint to use Apply instead of costing a renew call.
 """
 
 from __future__ import annotations
@@ -14,26 +15,28 @@ from datetime import datetime, timedelta
 from batch.config import DueRule
 from batch.enos.client import EnosClient
 from batch.enos.errors import classify
-from batch.model import CertRecord, Device, ErrorClass, Outcome, Status
+from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
 from batch.plan import device_outcome
 from batch.retry import Retrier
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """A device to renew now; `expires` orders the run (soonest first)."""
+    """A device to renew now; `expires` orders the run (soonest first); `follow` when the
+    certificate to renew is the device's current one, not the inventory's (batch.current)."""
 
     device: Device
     expires: datetime | None
+    follow: Follow | None = None
 
 
 def verdict_from_inventory(device: Device, rule: DueRule, now: datetime) -> Due | Outcome | None:
     """Decide from the inventory's notAfter alone, or None when a lookup is needed."""
-    if device.not_after is None or rule.needs_lifetime:
+    # An inventory certificate past its notAfter may have been superseded by a valid one:
+    # List tells (batch.current), and fails the device only if it has none.
+    if device.not_after is None or rule.needs_lifetime or device.not_after <= now:
         return None
-    if device.not_after <= now:
-        return _unrenewable(device, ErrorClass.CERT_EXPIRED, f"expired {_day(device.not_after)}")
-    return _by_expiry(device, device.not_after, None, rule, now)
+    return by_expiry(device, device.not_after, None, rule, now)
 
 
 def verdict_from_list(
@@ -54,12 +57,13 @@ def verdict_from_list(
         return _unrenewable(device, ErrorClass.CERT_EXPIRED, "expired")
     if mine.expire_date is None:
         return Due(device, None)  # nothing tells it is not due: renewing is the safe side
-    return _by_expiry(device, mine.expire_date, mine.sign_date, rule, now)
+    return by_expiry(device, mine.expire_date, mine.sign_date, rule, now)
 
 
-def _by_expiry(
+def by_expiry(
     device: Device, expires: datetime, signed: datetime | None, rule: DueRule, now: datetime
 ) -> Due | Outcome:
+    """Due when it expires within the window or has lived its fraction; else `skipped`."""
     if rule.within_days is not None and expires - now <= timedelta(days=rule.within_days):
         return Due(device, expires)
     lived = (now - signed) / (expires - signed) if signed is not None and expires > signed else 0

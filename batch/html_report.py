@@ -88,7 +88,8 @@ class ReportRows:
     """What the page needs from report.parquet, gathered in one streaming pass."""
 
     durations_ms: list[np.ndarray] = field(default_factory=list)
-    validity: Counter[tuple[int, int, bool]] = field(default_factory=Counter)
+    # (requested days, None: EnOS's default; granted days; clamped) -> devices
+    validity: Counter[tuple[int | None, int, bool]] = field(default_factory=Counter)
     failed: list[dict[str, object]] = field(default_factory=list)
     failed_total: int = 0
     clamped: list[dict[str, object]] = field(default_factory=list)
@@ -146,7 +147,8 @@ def _take_validity(rows: ReportRows, batch: pa.RecordBatch) -> None:
             "granted": renewed.column("grantedDays"),
             "clamped": pc.fill_null(renewed.column("clamped"), False),
         }
-    ).drop_null()
+    )
+    table = table.filter(pc.is_valid(table.column("granted")))  # requested may be null: default
     grouped = table.group_by(["requested", "granted", "clamped"]).aggregate([([], "count_all")])
     for pair in grouped.to_pylist():
         rows.validity[(pair["requested"], pair["granted"], pair["clamped"])] += pair["count_all"]
@@ -291,8 +293,11 @@ def _validity_section(rows: ReportRows) -> str:
     head = "<h2>Validity granted vs requested</h2>"
     if not rows.validity:
         return head + "<p class=note>No renewed device with a requested validity.</p>"
-    pairs = sorted(rows.validity.items(), key=lambda kv: (-kv[1], kv[0]))
-    table = [(f"{r:,}", f"{g:,}", "yes" if c else "no", f"{n:,}") for (r, g, c), n in pairs]
+    pairs = sorted(rows.validity.items(), key=lambda kv: (-kv[1], kv[0][0] or 0, kv[0][1:]))
+    table = [
+        (charts.requested_text(r), f"{g:,}", "yes" if c else "no", f"{n:,}")
+        for (r, g, c), n in pairs
+    ]
     parts = [head, charts.inline_svg(charts.validity_chart(pairs), "validity")]
     parts.append(_table(("requested days", "granted days", "clamped", "devices"), table))
     if rows.clamped_total:

@@ -356,7 +356,7 @@ def _csv_rows(
 ) -> Iterator[Device | InvalidRow]:
     line = 2  # the header is line 1
     mapping: dict[str, str] | None = None
-    for chunk in _csv_chunks(path, chunk_rows):
+    for chunk in csv_chunks(path, chunk_rows):
         if mapping is None:
             mapping = _column_map(path, list(chunk.columns), default_org)
         columns = [chunk[header].tolist() for header in mapping.values()]
@@ -364,7 +364,7 @@ def _csv_rows(
         line += len(chunk)
 
 
-def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The CSV's records as text, `chunk_rows` at a time; a damaged file is InventoryError."""
     try:
         _check_first_record(path)
@@ -389,6 +389,11 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         ) from exc
     except (pd.errors.ParserError, csv.Error, OSError) as exc:
         raise InventoryError(f"inventory {path} is not a readable CSV: {exc}") from exc
+
+
+def inventory_format(path: Path, fmt: Format | None = None) -> Format:
+    """The format given, else the one the file's extension names (InventoryError if none)."""
+    return fmt or _format_of(path)
 
 
 def _first_undecodable_line(path: Path) -> int | None:
@@ -459,7 +464,7 @@ def check_readable(
     """
     path = Path(path)
     if (fmt or _format_of(path)) == "csv":
-        for _ in _csv_chunks(path, chunk_rows):
+        for _ in csv_chunks(path, chunk_rows):
             pass
     else:
         for _ in _parquet_batches(path, default_org, chunk_rows):
@@ -501,13 +506,20 @@ def write_inventory_csv(path: str | os.PathLike[str], devices: Iterable[Device])
     Values are written as they are, not neutralised against spreadsheet formulas: this file is
     input for `fleet-renew run`, and must read back to the same devices.
     """
+    return write_csv_rows(path, CANONICAL_COLUMNS, (_inventory_cells(d) for d in devices))
+
+
+def write_csv_rows(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> int:
+    """Write a CSV (values as they are) atomically, in blocks; return the count of rows."""
     count = 0
     text = io.StringIO()
     writer = csv.writer(text)  # "\r\n": values holding a lone "\r" get quoted too
-    writer.writerow(CANONICAL_COLUMNS)
+    writer.writerow(header)
     with atomic_output(path) as stream:
-        for device in devices:
-            writer.writerow(_inventory_cells(device))
+        for cells in rows:
+            writer.writerow(cells)
             count += 1
             if text.tell() >= _WRITE_BLOCK:
                 stream.write(text.getvalue().encode())

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from batch import html_report, inventory, metrics, notify, report, verify
+from batch import html_report, inventory, metrics, next_inventory, notify, report, verify
 from batch.canary import CanaryRule, canary_size
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
@@ -197,6 +197,8 @@ async def _renewer(
         file_pool=file_pool,
         policy=RetryPolicy(max_attempts=config.max_attempts),
         valid_days=config.valid_days,
+        due_rule=config.due_rule,
+        renew_current=config.renew_current,
         pkcs12_passphrase=config.pkcs12_passphrase,
         rng=random.Random(),
     )
@@ -257,7 +259,7 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
     tally = batch.tally
     limiter = batch.renewer.limiter if batch.renewer is not None else None
     os.sync()  # bundles are written without fsync each (the journal is the durable record)
-    report.finish_reports(config.out_dir)
+    parquet = report.finish_reports(config.out_dir)
     report.write_retry_csv(config.out_dir, tally.retry)
     if batch.stop_signal is not None:
         exit_code = EXIT_SIGNALS[batch.stop_signal]
@@ -288,4 +290,5 @@ def _finish(config: RunConfig, batch: Batch, started: datetime) -> report.Summar
         },
     )
     report.write_summary(config.out_dir, summary)
+    next_inventory.write_for_run(config, parquet)
     return summary

@@ -1,7 +1,8 @@
 """`fleet-renew merge`: bring the output folders of a sharded run together into one.
 
 Each shard reports only its own rows, so the merged report is the shards' rows in inventory
-order; counts add up; the exit code follows the same rules as a single run's. A shard without
+order; counts add up; the exit code follows the same rules as a single run's; retry.csv and
+inventory.next.csv are the shards' files end to end. A shard without
 a summary.json did not finish: merging it would hide devices, so that is an error.
 """
 
@@ -20,6 +21,7 @@ from batch import report
 from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.model import ErrorClass, Status
+from batch.next_inventory import NEXT_INVENTORY
 
 
 def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
@@ -29,7 +31,10 @@ def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:
     summaries = [_summary_of(folder) for folder in shard_dirs]
     out_dir.mkdir(parents=True, exist_ok=True)
     _merge_reports(shard_dirs, out_dir)
-    _merge_retry(shard_dirs, out_dir)
+    _concat_csv(shard_dirs, out_dir, report.RETRY_CSV)
+    # Each shard's next inventory holds its own rows: together, the whole inventory's.
+    if any((folder / NEXT_INVENTORY).exists() for folder in shard_dirs):
+        _concat_csv(shard_dirs, out_dir, NEXT_INVENTORY)
     summary = _merged_summary(summaries, shard_dirs)
     report.write_summary(out_dir, summary)
     return summary
@@ -63,17 +68,18 @@ def _merge_reports(shard_dirs: list[Path], out_dir: Path) -> None:
     report.finish_reports(out_dir)
 
 
-def _merge_retry(shard_dirs: list[Path], out_dir: Path) -> None:
+def _concat_csv(shard_dirs: list[Path], out_dir: Path, name: str) -> None:
+    """The shards' CSV files `name` as one, header once (a shard without one adds nothing)."""
     header: bytes | None = None
     lines: list[bytes] = []
     for folder in shard_dirs:
-        path = folder / report.RETRY_CSV
+        path = folder / name
         if not path.exists():
             continue
         first, *rest = path.read_bytes().splitlines(keepends=True) or [b""]
         header = header or first
         lines.extend(rest)
-    with atomic_output(out_dir / report.RETRY_CSV) as stream:
+    with atomic_output(out_dir / name) as stream:
         stream.write((header or b"") + b"".join(lines))
 
 

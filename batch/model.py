@@ -7,6 +7,7 @@ A row of the inventory becomes a `Device` (or an `InvalidRow`); a device ends as
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,41 @@ def device_identity(ref: DeviceRef) -> str:
     return f"{ref.product_key}/{ref.device_key}"
 
 
+def identity_key(
+    org_id: str, asset_id: str | None, product_key: str | None, device_key: str | None
+) -> str:
+    """The device's unambiguous key: its kind of identifier, then length-prefixed fields.
+
+    `org/assetId` and `org/productKey/deviceKey` collide (assetId "pk1/dk1" against the pair
+    pk1 + dk1; orgs holding "/"); `a:<len>:<org>:<assetId>` and
+    `p:<len>:<org>:<len>:<productKey>:<deviceKey>` cannot (every field but the last carries
+    its length), stay readable in the journal, and cost a fraction of a JSON encoding.
+    """
+    if asset_id:
+        return f"a:{len(org_id)}:{org_id}:{asset_id}"
+    product = product_key or ""
+    return f"p:{len(org_id)}:{org_id}:{len(product)}:{product}:{device_key or ''}"
+
+
+_KEY = re.compile(r"([ap]):([0-9]+):", re.ASCII)
+
+
+def shard_text(key: str) -> str:
+    """The text `in_shard` hashes for a device key: `org/identity`, as versions before
+    `identity_key` did, so no device changes shard on upgrade (two devices sharing that text
+    only share a shard, which is harmless). Any other text is hashed as is."""
+    found = _KEY.match(key)
+    if found is None:
+        return key
+    start = found.end()
+    org_end = start + int(found.group(2))
+    org, rest = key[start:org_end], key[org_end + 1 :]
+    if found.group(1) == "p":
+        length, _, tail = rest.partition(":")
+        rest = f"{tail[: int(length)]}/{tail[int(length) + 1 :]}"
+    return f"{org}/{rest}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Device:
     """One valid inventory row: a device and the certificate to renew."""
@@ -119,8 +155,8 @@ class Device:
 
     @property
     def key(self) -> str:
-        """Unique across orgs: what dedupe, the journal and sharding use."""
-        return f"{self.org_id}/{self.identity}"
+        """Unique across orgs and kinds of identifier: what dedupe and the journal use."""
+        return identity_key(self.org_id, self.asset_id, self.product_key, self.device_key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +194,15 @@ class CertRecord:
     cert_pem: str | None = None  # only when EnOS returns the PEM (the documented sample does not)
 
 
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Renew the device's current certificate `cert_sn` in place of the inventory's, which was
+    superseded (see batch.current); `note` says so in the report."""
+
+    cert_sn: int
+    note: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """The final state of one inventory row: one row of the report."""
@@ -174,6 +219,9 @@ class Outcome:
     error_message: str | None = None
     attempts: int = 0
     new_cert_sn: str | None = None
+    # The device's valid certificate when it is neither the inventory's nor renewed here
+    # (the inventory's was superseded: see batch.current); what inventory.next.csv carries.
+    current_cert_sn: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
     requested_days: int | None = None

@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from batch import report
 from batch.canary import CanaryGate, CanaryRule
 from batch.config import DueRule, RunConfig
-from batch.due import Due, lookup, verdict_from_inventory, verdict_from_list
+from batch.current import maintenance_verdict
+from batch.due import Due, lookup, verdict_from_inventory
 from batch.enos.errors import is_retryable
 from batch.errors import AbortedError
 from batch.journal import Journal, State
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
+from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status, shard_text
 from batch.plan import (
     Deduper,
     OutOfShard,
@@ -193,7 +194,7 @@ class Batch:
                 tg.create_task(self._look_up(pending, rule, now, due))
         far = datetime.max.replace(tzinfo=UTC)  # unknown expiry: after every known one
         due.sort(key=lambda d: d.expires or far)
-        return [Run(d.device) for d in due]
+        return [Run(d.device, follow=d.follow) for d in due]
 
     async def _look_up(
         self, pending: Iterator[Device], rule: DueRule, now: datetime, due: list[Due]
@@ -206,7 +207,9 @@ class Batch:
                 return
             found = await lookup(retrier, r.client, device)
             verdict = (
-                found if isinstance(found, Outcome) else verdict_from_list(device, found, rule, now)
+                found
+                if isinstance(found, Outcome)
+                else maintenance_verdict(device, found, rule, now)
             )
             self._settle(verdict, device, due)
 
@@ -221,7 +224,7 @@ class Batch:
         while (job := await queue.get()) is not None:
             if self.stop.is_set():
                 continue  # not started: the next run picks it up
-            outcome = await self.renewer.renew(job.device, job.prior)
+            outcome = await self.renewer.renew(job.device, job.prior, job.follow)
             if self.gate is not None:
                 outcome = self.gate.record(outcome, job.device)
             self._emit(outcome, job.device)
@@ -311,9 +314,12 @@ class Batch:
             )
 
     def vanished(self) -> list[str]:
-        """Devices the journal knows from earlier runs that this inventory no longer lists."""
+        """Devices the journal knows from earlier runs that this inventory no longer lists,
+        named `org/identity` for the reader."""
         shard = self.config.shard
-        return [k for k in self._index if in_shard(k, shard) and not self.deduper.seen(k)]
+        return [
+            shard_text(k) for k in self._index if in_shard(k, shard) and not self.deduper.seen(k)
+        ]
 
 
 async def _chunks(

@@ -13,7 +13,16 @@ from dataclasses import dataclass, replace
 
 from batch.config import Shard
 from batch.journal import State
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status
+from batch.model import (
+    Device,
+    ErrorClass,
+    Follow,
+    InvalidRow,
+    Outcome,
+    Resolution,
+    Status,
+    shard_text,
+)
 from batch.report import invalid_outcome
 
 
@@ -23,7 +32,9 @@ def stable_hash(text: str) -> int:
 
 
 def in_shard(device_key: str, shard: Shard | None) -> bool:
-    return shard is None or stable_hash(device_key) % shard.count == shard.index
+    """Whether the device (by `Device.key`) belongs to the shard; the hash reads the
+    `org/identity` text of earlier versions, so no device changes shard on upgrade."""
+    return shard is None or stable_hash(shard_text(device_key)) % shard.count == shard.index
 
 
 def row_in_shard(row: int, shard: Shard | None) -> bool:
@@ -79,10 +90,12 @@ class Deduper:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Renew this device; `prior` is its journal state from an earlier run, if any."""
+    """Renew this device; `prior` is its journal state from an earlier run, if any; `follow`
+    names the current certificate to renew when the inventory's was superseded."""
 
     device: Device
     prior: State | None = None
+    follow: Follow | None = None
 
 
 @dataclass(frozen=True, slots=True)

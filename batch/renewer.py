@@ -30,6 +30,9 @@ from cryptography import x509
 
 from batch import keys
 from batch.bundles import write_bundle
+from batch.config import DueRule
+from batch.current import NO_LONGER_VALID, current_certificate, follow
+from batch.due import lookup
 from batch.enos.client import EnosClient
 from batch.enos.errors import (
     EnosError,
@@ -41,15 +44,23 @@ from batch.enos.errors import (
 from batch.journal import Entry, Journal, State
 from batch.keys import KeyMaterial
 from batch.limiter import RateLimiter
-from batch.model import Device, ErrorClass, Issued, KeyMode, Outcome, Resolution, Status
+from batch.model import (
+    Device,
+    ErrorClass,
+    Follow,
+    Issued,
+    KeyMode,
+    Outcome,
+    Resolution,
+    Status,
+)
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
 from batch.retry import Retrier, RetryPolicy
+from batch.validity import requested_days, too_long_advice
 from batch.verify import Verified, ca_fingerprints, verify_issued
 
 log = logging.getLogger(__name__)
-
-API_DEFAULT_VALID_DAYS = 730  # what EnOS applies when validDay is omitted (renew API page)
 
 
 @dataclass(slots=True)
@@ -65,6 +76,8 @@ class Renewer:
     file_pool: Executor  # bundle files (one thread: file creation in one folder serialises)
     policy: RetryPolicy
     valid_days: int | None = None
+    due_rule: DueRule | None = None  # maintenance mode: a followed certificate is renewed if due
+    renew_current: bool = False  # a campaign renews a superseding current certificate too
     pkcs12_passphrase: bytes | None = None
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
@@ -82,8 +95,11 @@ class Renewer:
             self.ca_cache.remember(ca_pem)
             self.campaign_cas |= ca_fingerprints(ca_pem)
 
-    async def renew(self, device: Device, prior: State | None) -> Outcome:
-        """The final outcome of one device (whose journal state from earlier runs is `prior`)."""
+    async def renew(
+        self, device: Device, prior: State | None, follow: Follow | None = None
+    ) -> Outcome:
+        """The final outcome of one device (whose journal state from earlier runs is `prior`);
+        `follow`: renew the device's current certificate, not the inventory's superseded one."""
         started = self.clock()
         entry = self.journal.get(device.key) if prior is not None else None
         # An issued certificate whose bundle was never written (or was lost): write it again.
@@ -96,6 +112,8 @@ class Renewer:
                 device, Status.INVALID, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
             )
         attempt = _Attempt(device=device, material=material, started=started)
+        if follow is not None:
+            attempt.cert_sn, attempt.note, attempt.followed = follow.cert_sn, follow.note, True
         if entry is not None:
             attempt.previous = entry.attempts
             attempt.intent_at = entry.intent_at
@@ -118,16 +136,64 @@ class Renewer:
     async def _attempts(self, a: _Attempt) -> Outcome:
         retrier = Retrier(self.limiter, self.policy, self.rng, self.sleep)
         result = await retrier.run(lambda: self._one_attempt(a))
+        if result.error is not None and self._may_follow(a, result.error):
+            verdict = await self._follow(a, retrier, result.error)
+            if isinstance(verdict, Outcome):
+                return verdict
+            if verdict is None:
+                a.advice = (
+                    f"{result.error}: the device has no valid certificate (List Certificate):"
+                    " use Apply Certificate for this device"
+                )
+            else:
+                a.cert_sn, a.note, a.followed = verdict.cert_sn, verdict.note, True
+                result = await retrier.run(lambda: self._one_attempt(a))
         if result.error is not None:
             return await self._failed(a, result.error, classify(result.error))
         assert result.value is not None
         return await self._accept(a, result.value)
 
+    def _may_follow(self, a: _Attempt, exc: EnosError) -> bool:
+        """EnOS says the inventory's certificate is no longer valid: is there a current one?"""
+        return not a.followed and not a.ambiguous and classify(exc) in NO_LONGER_VALID
+
+    async def _follow(
+        self, a: _Attempt, retrier: Retrier, refused: EnosError
+    ) -> Follow | Outcome | None:
+        """The device's current certificate to renew, its final `skipped` Outcome (superseded,
+        or not due), or None when it has no valid certificate (the refusal stands)."""
+        records = await lookup(retrier, self.client, a.device)
+        if isinstance(records, Outcome):  # List failed: say so, with the refusal it followed
+            message = f"renew refused ({refused}); {records.error_message}"
+            return await self._final(a, replace(records, error_message=message))
+        now = datetime.now(UTC)
+        current = current_certificate(records, a.device.cert_sn, now)
+        if current is None:
+            return None
+        verdict = follow(
+            a.device, current, rule=self.due_rule, renew_current=self.renew_current, now=now
+        )
+        if isinstance(verdict, Follow):
+            return verdict
+        return await self._final(a, verdict)
+
+    async def _final(self, a: _Attempt, outcome: Outcome) -> Outcome:
+        """A device's outcome without a certificate: journaled as final unless worth a rerun."""
+        outcome = replace(
+            outcome, attempts=a.previous + a.sent, duration_ms=self._elapsed_ms(a.started)
+        )
+        if outcome.error_class is None or not is_retryable(outcome.error_class):
+            await self.journal.record_failed(a.device.key, outcome=outcome)
+        return outcome
+
     async def _one_attempt(self, a: _Attempt) -> Found:
         """Reconcile if ambiguous, else renew once. Raises EnosError for a failed attempt."""
         if a.ambiguous and a.intent_at is not None:
             await self.limiter.acquire()
-            found = await reconcile(self.client, a.device, a.material, a.intent_at, self.ca_cache)
+            # The certificate last asked to renew is the "old" one List must not mistake for
+            # the renewal (when following, the current one, not the inventory's).
+            renewed = a.device if a.cert_sn is None else replace(a.device, cert_sn=a.cert_sn)
+            found = await reconcile(self.client, renewed, a.material, a.intent_at, self.ca_cache)
             a.ambiguous = False
             if found is not None and found.issued is not None:
                 return found
@@ -166,10 +232,8 @@ class Renewer:
         return Found(issued=issued, cert_sn=issued.cert_sn, resolution=a.resolution)
 
     def _valid_day(self, device: Device) -> int | None:
-        return device.valid_day or self.valid_days
-
-    def _requested_days(self, device: Device) -> int:
-        return self._valid_day(device) or API_DEFAULT_VALID_DAYS
+        """None: no validDay is sent, EnOS applies its own default (reported as granted)."""
+        return requested_days(device, self.valid_days)
 
     async def _accept(self, a: _Attempt, found: Found) -> Outcome:
         assert found.issued is not None
@@ -180,7 +244,7 @@ class Renewer:
             verify_issued,
             issued,
             expected_public_key_sha256=a.material.public_key_sha256 if a.material else None,
-            requested_days=self._requested_days(a.device),
+            requested_days=self._valid_day(a.device),
             now=now,
             pinned=self.pinned_cas,
         )
@@ -224,7 +288,7 @@ class Renewer:
             new_cert_sn=issued.cert_sn,
             not_before=verified.not_before,
             not_after=verified.not_after,
-            requested_days=self._requested_days(a.device),
+            requested_days=self._valid_day(a.device),
             granted_days=verified.granted_days,
             clamped=verified.clamped,
             key_type=verified.key_type,
@@ -270,12 +334,13 @@ class Renewer:
 
     async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass) -> Outcome:
         ambiguous = a.ambiguous
+        advice = too_long_advice(str(exc), self._valid_day(a.device))
         outcome = device_outcome(
             a.device,
             Status.FAILED,
             error_class=ErrorClass.AMBIGUOUS if ambiguous else cls,
             error_code=exc.code if exc.code is not None else exc.http_status,
-            error_message=str(exc),
+            error_message=advice or a.advice or str(exc),
             attempts=a.previous + a.sent,
             request_id=exc.request_id,
             duration_ms=self._elapsed_ms(a.started),
@@ -302,5 +367,7 @@ class _Attempt:
     intent_at: datetime | None = None
     ambiguous: bool = False
     cert_sn: int | None = None  # the serial to renew when it is no longer the inventory's
+    followed: bool = False  # the device's current certificate replaced the inventory's
+    advice: str | None = None  # what the operator should do about the final failure
     note: str | None = None
     resolution: Resolution = Resolution.DIRECT

@@ -63,6 +63,7 @@ _FIELD_OF: dict[str, str] = {
     "errorMessage": "error_message",
     "attempts": "attempts",
     "newCertSn": "new_cert_sn",
+    "currentCertSn": "current_cert_sn",
     "notBefore": "not_before",
     "notAfter": "not_after",
     "requestedDays": "requested_days",

@@ -8,7 +8,8 @@ Pure: the caller passes the time. Every check that fails adds one readable line 
 - it is signed by the returned CA, and that CA is a CA (BasicConstraints CA:TRUE);
 - its serial number is the `certSN` EnOS reported;
 - its validity is what was requested, or shorter only because the CA expires sooner
-  (`clamped`), and it starts within a day of now;
+  (`clamped`); when nothing was requested (EnOS applied its default) any validity is
+  accepted and reported; it starts within a day of now;
 - with pinned CAs (`--pin-ca`), it chains to one of them through the returned CA certificates.
 
 `Verified.ca_sha256` names the CA that signed it, so the renewer can notice a CA it has not
@@ -62,7 +63,7 @@ def verify_issued(
     issued: Issued,
     *,
     expected_public_key_sha256: str | None,
-    requested_days: int,
+    requested_days: int | None,
     now: datetime,
     pinned: Sequence[x509.Certificate] = (),
 ) -> Verified:
@@ -219,7 +220,7 @@ def _serial_problems(cert: x509.Certificate, cert_sn: str) -> list[str]:
 def _check_validity(
     cert: x509.Certificate,
     ca: x509.Certificate | None,
-    requested_days: int,
+    requested_days: int | None,
     now: datetime,
     problems: list[str],
 ) -> tuple[int, bool]:
@@ -227,7 +228,7 @@ def _check_validity(
     not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
     granted = round((not_after - not_before).total_seconds() / SECONDS_PER_DAY)
     clamped = False
-    if granted != requested_days:
+    if requested_days is not None and granted != requested_days:
         clamped = (
             granted < requested_days
             and ca is not None

@@ -22,7 +22,19 @@ Config keys (paths relative to the config file's folder):
     key_mode = "reuse"               # optional
     api_url = "https://apim-ppe1.envisioniot.com"   # optional, else ENOS_API_URL
     keep = 30                        # dated folders kept, today's included
+    start_from_last = true           # optional, see below (default false)
     extra_args = ["--concurrency", "16"]            # optional, more `fleet-renew run` options
+
+Every run writes `inventory.next.csv` in its dated folder: the inventory with each device's
+*current* certificate (certSn and notAfter after that run). Tonight's run should start from it,
+not from the file the campaign began with, whose certSn are superseded once renewed. With
+`start_from_last = true` this happens by itself: the run reads the newest earlier dated folder's
+`inventory.next.csv`, unless `inventory` was modified after it (an operator's new export wins;
+devices renewed since are then found superseded and followed to their current certificate, at
+the cost of one List call each). Without it, refresh `inventory` from that file yourself, e.g.
+after each run: `cp OUT_ROOT/$(date +%F)/inventory.next.csv devices.csv` (the file is written
+atomically, so it is whole or absent). An unchanged inventory still works (the job follows each
+device's current certificate), but costs a refused renew plus a List call per superseded device.
 
 Exit codes: the job's (0, 1, 2, 3, 130, 143); 2 also for a bad config; 75 when another
 maintenance run holds the lock.
@@ -46,6 +58,7 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
 LOCK_NAME = ".maintenance.lock"
+NEXT_INVENTORY = "inventory.next.csv"  # what each run writes (batch.next_inventory)
 DEFAULT_KEEP = 30
 _DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -55,6 +68,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
     "out_root": ((str,), None),
     "keep": ((int,), None),
     "extra_args": ((list,), None),
+    "start_from_last": ((bool,), None),
     "renew_within": ((int, float), "--renew-within"),
     "renew_at_fraction": ((int, float), "--renew-at-fraction"),
     "org": ((str,), "--org"),
@@ -79,6 +93,7 @@ class MaintenanceConfig:
     keep: int = DEFAULT_KEEP
     options: tuple[tuple[str, str], ...] = ()  # (fleet-renew option, value), in table order
     extra_args: tuple[str, ...] = ()
+    start_from_last: bool = False  # read the last run's inventory.next.csv when it is newer
 
 
 def load_config(path: Path) -> MaintenanceConfig:
@@ -105,6 +120,7 @@ def load_config(path: Path) -> MaintenanceConfig:
         keep=keep,
         options=options,
         extra_args=tuple(extra),
+        start_from_last=bool(raw.get("start_from_last", False)),
     )
 
 
@@ -120,14 +136,35 @@ def _check_keys(path: Path, raw: dict[str, object]) -> None:
         raise ConfigError(f"config {path}: set renew_within (days) or renew_at_fraction")
     for key, value in raw.items():
         types = _KEYS[key][0]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"config {path}: {key} must be {names}, not {value!r}")
 
 
-def run_argv(config: MaintenanceConfig, out_dir: Path, python: str) -> list[str]:
+def inventory_for(config: MaintenanceConfig, today: date) -> Path:
+    """The inventory tonight's run reads: the configured one, or with `start_from_last` the
+    newest earlier run's inventory.next.csv when it is newer than the configured file."""
+    if not config.start_from_last:
+        return config.inventory
+    earlier = sorted(
+        (child for child in config.out_root.iterdir() if _is_dated_before(child, today)),
+        reverse=True,
+    )
+    for folder in earlier:
+        candidate = folder / NEXT_INVENTORY
+        if candidate.is_file():
+            if candidate.stat().st_mtime >= config.inventory.stat().st_mtime:
+                return candidate
+            break
+    return config.inventory
+
+
+def run_argv(
+    config: MaintenanceConfig, out_dir: Path, python: str, inventory: Path | None = None
+) -> list[str]:
     """The `fleet-renew run` command line for one maintenance run (no secrets in it)."""
-    argv = [python, "-m", "batch", "run", str(config.inventory), "--out", str(out_dir)]
+    source = inventory or config.inventory
+    argv = [python, "-m", "batch", "run", str(source), "--out", str(out_dir)]
     for option, value in config.options:
         argv += [option, value]
     return [*argv, "--progress", "log", *config.extra_args]
@@ -199,7 +236,12 @@ def main(
     out_dir = dated_folder(config.out_root, day)
     for folder in prune(config.out_root, day, config.keep):
         print(f"maintenance: removed old output {folder}", file=sys.stderr)
-    command = run_argv(config, out_dir, sys.executable)
+    try:
+        inventory = inventory_for(config, day)
+    except OSError as exc:
+        print(f"error: inventory {config.inventory}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    command = run_argv(config, out_dir, sys.executable, inventory)
     print(f"maintenance: {shlex.join(command)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execv(command[0], command)  # never returns: the job's exit code is ours

@@ -53,6 +53,8 @@ def test_help_explains_every_option_with_its_default() -> None:
         assert option in text
     assert "[default: 10.0]" in text  # --rate
     assert "[default: reuse]" in text  # --key-mode
+    assert "--renew-current" in text and "[default: off: the device is reported skipped" in text
+    assert "no validDay is sent" in text and "[default: none sent]" in text  # --valid-days
     assert "ENOS_API_URL" in text and "ENOS_APP_SECRET" in text
     for code in ("0 ", "1 ", "2 ", "3 ", "143"):
         assert code in text
@@ -180,6 +182,13 @@ def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: in
     whole_summary = json.loads((whole / "summary.json").read_text())
     assert summary["counts_by_status"] == whole_summary["counts_by_status"]
     assert (merged / "report.parquet").exists()
+
+    def devices(folder: Path) -> list[tuple[str, ...]]:
+        with (folder / "inventory.next.csv").open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        return sorted(tuple(r[:4]) for r in rows[1:])  # orgId, assetId, productKey, deviceKey
+
+    assert devices(merged) == devices(whole) and len(devices(whole)) == 29  # 32 - 2 bad - 1 dup
 
 
 def test_merge_refuses_an_unfinished_shard(tmp_path: Path) -> None:

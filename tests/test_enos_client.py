@@ -457,6 +457,23 @@ async def test_a_token_replaced_by_another_process_is_cured_by_a_fresh_one(
     assert issued.cert_sn
 
 
+async def test_two_processes_asking_for_a_token_in_the_same_millisecond_both_get_one() -> None:
+    """The encryption hashes appKey + timestamp + secret only: the second ask is a replay (1001).
+
+    Both clients read one frozen clock, as two shards starting together would; the second is
+    refused 1001 and asks again a few milliseconds on, instead of failing its first device.
+    """
+    clock = MovableClock()
+    async with (
+        simulator(clock) as sim, EnosClient(config(sim.url), clock=clock) as first,
+        EnosClient(config(sim.url), clock=clock) as second,
+    ):
+        await first.list_certificates(asset("a-1"))
+        await second.list_certificates(asset("a-2"))
+        assert first.tokens.requests == 1
+        assert second.tokens.requests == 2  # refused as a replay once, then granted
+
+
 @pytest.mark.parametrize(
     ("overrides", "code"),
     [({"app_key": "unknown-app"}, 1002), ({"app_secret": "wrong-secret"}, 1003)],

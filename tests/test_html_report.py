@@ -207,33 +207,21 @@ def test_page_refers_to_no_url(mixed_run: Result) -> None:
 
 def test_long_failure_list_is_capped_and_says_how_many_more(tmp_path: Path) -> None:
     failed = TABLE_ROWS + 203
-    with ReportWriter(tmp_path) as writer:
-        for i in range(failed):
-            writer.write(
-                Outcome(
-                    row=i + 2,
-                    status=Status.FAILED,
-                    org_id=ORG,
-                    asset_id=f"a-{i:05d}",
-                    error_class=ErrorClass.DEVICE_NOT_FOUND,
-                    error_code=11404,
-                    error_message="The device does not exist",
-                    attempts=1,
-                    duration_ms=5 + i % 40,
-                )
-            )
-    finish_reports(tmp_path)
-    summary = Summary(
-        counts_by_status=writer.counts_by_status,
-        counts_by_class=writer.counts_by_class,
-        devices=failed,
-        requests=failed,
-        started=summary_time(0),
-        finished=summary_time(30),
-        configured_rate=50,
-        exit_code=1,
-    )
-    page = write_html_report(tmp_path, summary, []).read_text().replace("<td class=n>", "<td>")
+    outcomes = [
+        Outcome(
+            row=i + 2,
+            status=Status.FAILED,
+            org_id=ORG,
+            asset_id=f"a-{i:05d}",
+            error_class=ErrorClass.DEVICE_NOT_FOUND,
+            error_code=11404,
+            error_message="The device does not exist",
+            attempts=1,
+            duration_ms=5 + i % 40,
+        )
+        for i in range(failed)
+    ]
+    page = page_of(tmp_path, outcomes, exit_code=1)
     assert page.count("<td>device_not_found</td><td>11404</td>") == TABLE_ROWS
     assert "<td>a-00999</td>" in page and "<td>a-01000</td>" not in page
     assert "… and 203 more (all of them are in report.csv)" in page
@@ -241,6 +229,25 @@ def test_long_failure_list_is_capped_and_says_how_many_more(tmp_path: Path) -> N
     assert "Too short a run for a timeline" in page
     assert page.count("<svg") == 3  # status, error class, latency: no timeline, nothing renewed
     assert "No renewed device with a requested validity" in page
+
+
+def page_of(out: Path, outcomes: list[Outcome], *, exit_code: int) -> str:
+    """report.html of a run that reported `outcomes` (no timeline), cells as plain `<td>`."""
+    with ReportWriter(out) as writer:
+        for outcome in outcomes:
+            writer.write(outcome)
+    finish_reports(out)
+    summary = Summary(
+        counts_by_status=writer.counts_by_status,
+        counts_by_class=writer.counts_by_class,
+        devices=len(outcomes),
+        requests=len(outcomes),
+        started=summary_time(0),
+        finished=summary_time(30),
+        configured_rate=50,
+        exit_code=exit_code,
+    )
+    return write_html_report(out, summary, []).read_text().replace("<td class=n>", "<td>")
 
 
 def summary_time(seconds: int) -> datetime:
@@ -280,3 +287,22 @@ def test_an_aborted_sandbox_run_says_so_and_escapes_the_reason() -> None:
     assert "Aborted: circuit breaker: 5 x &lt;server_error&gt;" in page
     assert "<server_error>" not in page
     assert "No device was timed." in page
+
+
+def test_renewals_without_a_requested_validity_are_shown_as_enos_default(tmp_path: Path) -> None:
+    outcomes = [
+        Outcome(
+            row=i + 2,
+            status=Status.RENEWED,
+            org_id=ORG,
+            asset_id=f"a-{i}",
+            requested_days=requested,
+            granted_days=365,
+            clamped=False,
+            duration_ms=5,
+        )
+        for i, requested in enumerate((None, None, 365))
+    ]
+    page = page_of(tmp_path, outcomes, exit_code=0)
+    assert "<td>EnOS default</td><td>365</td><td>no</td><td>2</td>" in page
+    assert "<td>365</td><td>365</td><td>no</td><td>1</td>" in page

@@ -31,7 +31,7 @@ from batch.journal import (
     outcome_from_json,
     outcome_to_json,
 )
-from batch.model import ErrorClass, KeyMode, Outcome, Resolution, Status
+from batch.model import ErrorClass, KeyMode, Outcome, Resolution, Status, identity_key
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SUBJECT = x509.Name.from_rfc4514_string("CN=meter-1,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN")
@@ -55,6 +55,7 @@ def full_outcome(**changes: object) -> Outcome:
         error_message='say "hi"\nagain',
         attempts=3,
         new_cert_sn="52771",
+        current_cert_sn="52769",
         not_before=AT,
         not_after=datetime(2027, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=8))),
         requested_days=365,
@@ -147,6 +148,58 @@ async def test_a_journal_of_another_schema_version_is_refused(tmp_path: Path) ->
         pass  # the failed open released its lock and connections; others still work
     with pytest.raises(JournalError, match="schema 99"):
         await Journal.open(path)  # not "in use": the failed open released the lock
+
+
+async def _old_version_journal(path: Path, *keys_and_outcomes: tuple[str, Outcome | None]) -> None:
+    """A journal as versions before typed keys left it: `org/identity` keys, no "keys" meta."""
+    async with await Journal.open(path) as journal:
+        for key, outcome in keys_and_outcomes:
+            if outcome is None:
+                await journal.record_intent(
+                    key,
+                    row=2,
+                    cert_sn=1,
+                    key_pem=None,
+                    csr_pem=None,
+                    key_type=None,
+                    at=datetime.now(UTC),
+                )
+            else:
+                await journal.record_failed(key, outcome=outcome)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta WHERE name = 'keys'")
+    db.close()
+
+
+async def test_an_old_journal_is_rekeyed_by_its_outcomes_and_unambiguous_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    pair = Outcome(
+        row=3, status=Status.FAILED, org_id="o/x", product_key="pk", device_key="dk", old_cert_sn=1
+    )
+    await _old_version_journal(path, ("o/x/pk/dk", pair), ("o1/a1", None))
+    async with await Journal.open(path) as journal:
+        assert set(journal.index()) == {
+            identity_key("o/x", None, "pk", "dk"),
+            identity_key("o1", "a1", None, None),
+        }
+
+
+async def test_an_old_journal_with_an_ambiguous_unfinished_device_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    await _old_version_journal(path, ("o1/pk1/dk1", None))  # org/pair, or org/"pk1/dk1"?
+    with pytest.raises(JournalError, match="earlier version"):
+        await Journal.open(path)
+
+
+def test_identity_keys_of_an_asset_and_a_pair_never_collide() -> None:
+    asset = identity_key("o1", "pk1/dk1", None, None)
+    assert asset != identity_key("o1", None, "pk1", "dk1")
+    assert identity_key("o/a", "b", None, None) != identity_key("o", "a/b", None, None)
+    assert identity_key("o", None, "a/b", "c") != identity_key("o", None, "a", "b/c")
 
 
 async def test_writes_after_close_are_refused(tmp_path: Path) -> None:

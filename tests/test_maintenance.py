@@ -178,3 +178,29 @@ def test_maintenance_command_line_is_the_jobs_run_in_maintenance_mode(tmp_path: 
     assert pairs["--key-mode"] == "ec256"
     assert pairs["--api-url"] == "https://enos.example"
     assert not any(APP_SECRET in arg or APP_KEY in arg for arg in argv)
+
+
+def test_start_from_last_reads_the_newest_earlier_next_inventory_unless_the_export_is_newer(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inventory.csv").write_text("assetId,certSn\na,1\n")
+    os.utime(tmp_path / "inventory.csv", (1_000_000, 1_000_000))
+    out = tmp_path / "out"
+    for day in ("2030-01-01", "2030-01-02", "2030-01-03"):
+        (out / day).mkdir(parents=True)
+    (out / "2030-01-01" / "inventory.next.csv").write_text("assetId,certSn,notAfter\na,7,\n")
+    (out / "2030-01-02" / "inventory.next.csv").write_text("assetId,certSn,notAfter\na,8,\n")
+    (out / "2030-01-03" / "inventory.next.csv").write_text("assetId,certSn,notAfter\na,9,\n")
+    path = _config(tmp_path, "https://enos.example")
+    path.write_text(path.read_text() + "start_from_last = true\n")
+    config = maintenance.load_config(path)
+    today = date(2030, 1, 3)  # today's own folder is this run's, not the last one
+    assert maintenance.inventory_for(config, today) == out / "2030-01-02" / "inventory.next.csv"
+    argv = maintenance.run_argv(
+        config, out / "2030-01-03", "/py", maintenance.inventory_for(config, today)
+    )
+    assert argv[4] == str(out / "2030-01-02" / "inventory.next.csv")
+    os.utime(tmp_path / "inventory.csv")  # a fresh export by the operator wins
+    assert maintenance.inventory_for(config, today) == tmp_path / "inventory.csv"
+    plain = maintenance.load_config(_config(tmp_path, "https://enos.example", keep=3))
+    assert maintenance.inventory_for(plain, today) == tmp_path / "inventory.csv"

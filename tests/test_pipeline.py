@@ -352,6 +352,41 @@ async def test_validity_longer_than_the_ca_is_clamped(tmp_path: Path) -> None:
         assert int(row["grantedDays"]) <= 100
 
 
+async def test_without_a_requested_validity_the_granted_one_is_accepted_and_reported(
+    tmp_path: Path,
+) -> None:
+    # A deployment whose default is its product maximum (365): no validDay is sent.
+    sim_kw = {"product_max_days": 365, "default_valid_days": 365}
+    result = await job(tmp_path, fleet(2), sim_kw=sim_kw, key_mode=KeyMode.EC256)
+    for row in result.rows:
+        assert (row["status"], row["errorClass"]) == ("renewed", "")
+        assert (row["requestedDays"], row["grantedDays"]) == ("", "365")
+    assert result.summary.exit_code == 0
+
+
+async def test_a_default_above_the_product_maximum_asks_for_valid_days(tmp_path: Path) -> None:
+    result = await job(tmp_path, fleet(1), sim_kw={"product_max_days": 365})
+    (row,) = result.rows
+    assert (row["status"], row["errorClass"], row["errorCode"]) == (
+        "failed",
+        "invalid_request",
+        "99400",
+    )
+    assert "pass --valid-days" in row["errorMessage"]
+    assert "no validDay was sent" in row["errorMessage"]
+    assert "EnOS does not say the maximum" in row["errorMessage"]
+    assert row["attempts"] == "1"
+
+
+async def test_a_too_long_validity_names_the_maximum_when_enos_states_it(tmp_path: Path) -> None:
+    sim_kw = {"product_max_days": 365, "validity_error_states_max": True}
+    result = await job(tmp_path, fleet(1), sim_kw=sim_kw, valid_days=400)
+    (row,) = result.rows
+    assert row["errorClass"] == "invalid_request"
+    assert "the requested 400 days exceed" in row["errorMessage"]
+    assert "at most 365 days" in row["errorMessage"]
+
+
 async def test_throttling_slows_down_and_still_renews_everything(tmp_path: Path) -> None:
     result = await job(tmp_path, fleet(60), sim_kw={"rate_limit": 20}, rate=40)
     assert {r["status"] for r in result.rows} == {"renewed"}
@@ -467,6 +502,35 @@ async def test_rerun_resumes_and_skips_finished_devices(tmp_path: Path) -> None:
         assert row["newCertSn"] == firsts[key]["newCertSn"]
     for i in range(6):
         assert second.renewals(f"pkA/dev-{i:04d}") == 1
+
+
+async def test_an_asset_id_and_a_key_pair_that_read_alike_are_two_devices(
+    tmp_path: Path,
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"orgId": ORG, "assetId": "pk1/dk1", "certSn": 1},
+        {"orgId": ORG, "productKey": "pk1", "deviceKey": "dk1", "certSn": 2},
+        {"orgId": "o/a", "assetId": "b", "certSn": 3},  # "o/a" + "b" against "o" + "a/b"
+        {"orgId": "o", "assetId": "a/b", "certSn": 4},
+    ]
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path) as sim:
+        first = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        again = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+        renewals = [
+            sim.fleet.find(ORG, "pk1/dk1", None, None),
+            sim.fleet.find(ORG, None, "pk1", "dk1"),
+            sim.fleet.find("o/a", "b", None, None),
+            sim.fleet.find("o", "a/b", None, None),
+        ]
+    assert [r["status"] for r in first.rows] == ["renewed"] * 4
+    assert [d.renewals if d else None for d in renewals] == [1, 1, 1, 1]
+    assert len(sim.state_dict()["devices"]) == 4  # the state file names all four
+    assert len({r["bundlePath"] for r in first.rows}) == 4
+    # The rerun resumes each device from its own journal entry, with its own new serial.
+    assert {r["row"]: r["newCertSn"] for r in again.rows} == {
+        r["row"]: r["newCertSn"] for r in first.rows
+    }
 
 
 async def test_dry_run_sends_nothing(tmp_path: Path) -> None:

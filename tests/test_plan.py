@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from batch.config import Shard
 from batch.journal import State
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status
+from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status, shard_text
 from batch.plan import (
     Deduper,
     OutOfShard,
@@ -36,6 +36,15 @@ def _decide(item: Device | InvalidRow, deduper: Deduper | None = None, **kw: obj
 def test_stable_hash_is_fixed_across_processes() -> None:
     # a constant, so a change of algorithm (which would reshuffle shards mid-campaign) fails here
     assert stable_hash("o1/pk/d1") == 0x6F70FCB68EC95C21
+
+
+def test_a_device_stays_in_the_shard_it_had_under_the_old_org_slash_identity_key() -> None:
+    pair = Device(row=2, org_id="o1", product_key="pk", device_key="d1", cert_sn=1)
+    asset = Device(row=3, org_id="o/x", asset_id="a:1:b", cert_sn=2)
+    assert shard_text(pair.key) == "o1/pk/d1" and shard_text(asset.key) == "o/x/a:1:b"
+    for device, old_key in ((pair, "o1/pk/d1"), (asset, "o/x/a:1:b")):
+        index = stable_hash(old_key) % 7
+        assert in_shard(device.key, Shard(index=index, count=7))
 
 
 def test_invalid_row_becomes_an_invalid_outcome_with_its_values() -> None:

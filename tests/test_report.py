@@ -79,7 +79,7 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_report_has_one_column_per_outcome_field() -> None:
-    assert len(REPORT_COLUMNS) == len(fields(Outcome)) == 25
+    assert len(REPORT_COLUMNS) == len(fields(Outcome)) == 26
     snake = [
         "".join("_" + c.lower() if c.isupper() else c for c in name) for name in REPORT_COLUMNS
     ]

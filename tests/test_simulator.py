@@ -17,6 +17,7 @@ from batch.enos import sign, token_encryption
 from batch.model import ParamPlacement
 from batch.simulator import RunningSimulator, SimulatorConfig
 from batch.simulator.ca import public_key_sha256
+from batch.simulator.certificates import MSG_VALIDITY_TOO_LONG
 from tests import certs
 from tests.conftest import SIM_ORG, MovableClock, RawEnos, raw_simulator
 
@@ -432,14 +433,39 @@ async def test_validity_beyond_the_ca_lifetime_is_clamped_silently(
         assert cert.not_valid_after_utc - cert.not_valid_before_utc < timedelta(days=101)
 
 
-async def test_a_short_product_maximum_refuses_more_and_caps_the_default(
+async def test_a_short_product_maximum_refuses_more_and_the_default_above_it(
     sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
 ) -> None:
+    # The seed page: "the specified or default (730) value ... greater than the maximum ...
+    # an error message is prompted and the application fails" -- no silent cap.
     async with raw_simulator(dataclasses.replace(sim_config, product_max_days=365)) as raw:
-        assert_error(await raw.renew(ASSET_1, certSn=1001, validDay=366), 99400)
+        too_long = await raw.renew(ASSET_1, certSn=1001, validDay=366)
+        assert_error(too_long, 99400)
+        assert too_long.body["msg"] == MSG_VALIDITY_TOO_LONG  # the documented text, no maximum
+        assert_error(await raw.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key)), 99400)
+        answer = await raw.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key), validDay=365)
+        assert answer.body["code"] == 0
+        assert raw.sim.device("asset-1").renewals == 1
+
+
+async def test_the_deployments_default_validity_applies_without_a_valid_day(
+    sim_config: SimulatorConfig, rsa_key: certs.PrivateKey
+) -> None:
+    config = dataclasses.replace(sim_config, product_max_days=365, default_valid_days=180)
+    async with raw_simulator(config) as raw:
         answer = await raw.renew(ASSET_1, certSn=1001, csr=make_csr(rsa_key))
         cert = cert_of(answer.body["data"])
-        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=365)
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=180)
+
+
+async def test_the_guessed_message_states_the_maximum_only_when_asked(
+    sim_config: SimulatorConfig,
+) -> None:
+    config = dataclasses.replace(sim_config, product_max_days=365, validity_error_states_max=True)
+    async with raw_simulator(config) as raw:
+        answer = await raw.renew(ASSET_1, certSn=1001, validDay=400)
+        assert_error(answer, 99400)
+        assert answer.body["msg"] == f"{MSG_VALIDITY_TOO_LONG} (maximum: 365 days)"
 
 
 async def test_renew_parameters_in_the_query_work_and_the_body_wins(

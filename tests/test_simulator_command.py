@@ -102,5 +102,7 @@ def test_simulate_help_shows_every_option_with_its_default() -> None:
         assert option in result.stdout
     # each guess where the docs are silent says so: 1203, single-token, Edge issueAuthority
     text = " ".join(result.stdout.split())  # as read, whatever the terminal's wrapping
-    assert text.count("(guess: docs are silent") >= 3
-    assert "--product-max-days INTEGER Product's max validity, days. [default: 3650]" in text
+    assert text.count("(guess: docs are silent") >= 4
+    assert "[default: 3650]" in result.stdout
+    assert "--default-valid-days" in text and "[default: 730; x>=1]" in text
+    assert "--validity-error-states-max" in text

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from batch.simulator.fleet import CertStatus, Fleet
+from batch.simulator.fleet import CertStatus, Fleet, SimDevice
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -55,10 +55,16 @@ def test_parquet_inventories_seed_too(tmp_path: Path) -> None:
     assert device.certificates[0].not_after == datetime(2026, 8, 1, tzinfo=UTC)
 
 
+def _device(fleet: Fleet, identity: str) -> SimDevice:
+    device = fleet.named("o", identity)
+    assert device is not None
+    return device
+
+
 def test_a_repeated_serial_stays_with_its_first_owner() -> None:
     fleet = Fleet("o", now=NOW)
     fleet.seed([{"assetId": "a", "certSn": 5}, {"assetId": "b", "certSn": 5}])
-    first, second = fleet.devices["o/a"], fleet.devices["o/b"]
+    first, second = _device(fleet, "a"), _device(fleet, "b")
     assert fleet.owners[5] is first
     assert second.certificates[0].serial != 5
     assert fleet.owners[second.certificates[0].serial] is second
@@ -68,7 +74,7 @@ def test_a_device_listed_twice_keeps_its_first_row() -> None:
     fleet = Fleet("o", now=NOW)
     fleet.seed([{"assetId": "a", "certSn": 5}, {"assetId": "a", "certSn": 6}])
     assert len(fleet) == 1
-    assert [c.serial for c in fleet.devices["o/a"].certificates] == [5]
+    assert [c.serial for c in _device(fleet, "a").certificates] == [5]
     assert 6 not in fleet.owners
 
 
@@ -87,7 +93,7 @@ def test_sandbox_column_shapes_the_device(
 ) -> None:
     fleet = Fleet("o", now=NOW)
     fleet.seed([{"assetId": "a", "certSn": 1, "sandbox": sandbox}])
-    device = fleet.devices["o/a"]
+    device = _device(fleet, "a")
     assert device.certificates[0].status_at(NOW) is status
     assert (device.cert_auth, device.flaky_renewals) == (cert_auth, flaky)
 
@@ -113,7 +119,7 @@ def test_devices_can_be_added_programmatically() -> None:
 def test_seeded_keys_are_made_only_when_needed() -> None:
     fleet = Fleet("o", now=NOW)
     fleet.seed([{"assetId": "a", "certSn": 1}])
-    entry = fleet.devices["o/a"].certificates[0]
+    entry = _device(fleet, "a").certificates[0]
     assert entry.public_key is None
     key = entry.materialised_key()
     assert entry.materialised_key() is key

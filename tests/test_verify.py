@@ -44,7 +44,7 @@ def public_key(m: keys.KeyMaterial) -> CertificatePublicKeyTypes:
     return key
 
 
-def check(issued: Issued, m: keys.KeyMaterial | None, requested: int = 365) -> list[str]:
+def check(issued: Issued, m: keys.KeyMaterial | None, requested: int | None = 365) -> list[str]:
     verified = verify_issued(
         issued,
         expected_public_key_sha256=m.public_key_sha256 if m else None,
@@ -177,6 +177,24 @@ def test_a_longer_validity_than_requested_is_a_problem() -> None:
     m = material()
     issued = Issued(cert_pem=issue(ca, public_key(m), days=730), ca_pem=ca.pem, cert_sn="52771")
     assert check(issued, m) == ["granted 730 days, requested 365"]
+
+
+def test_without_a_requested_validity_any_granted_one_passes_and_the_rest_is_checked() -> None:
+    ca = make_ca("RSA")
+    m = material()
+    issued = Issued(cert_pem=issue(ca, public_key(m), days=730), ca_pem=ca.pem, cert_sn="52771")
+    assert check(issued, m, requested=None) == []
+    verified = verify_issued(
+        issued, expected_public_key_sha256=m.public_key_sha256, requested_days=None, now=NOW
+    )
+    assert (verified.granted_days, verified.clamped) == (730, False)
+    stranger = material()
+    late = issue(ca, public_key(m), days=730, not_before=NOW + timedelta(days=3))
+    assert check(Issued(cert_pem=late, ca_pem=ca.pem, cert_sn="52771"), stranger, None) == [
+        "certificate public key is not the key of the CSR we sent",
+        f"notBefore {(NOW + timedelta(days=3)).isoformat()} is more than a day from now "
+        f"({NOW.isoformat()})",
+    ]
 
 
 def test_granted_days_round_a_notafter_one_second_short() -> None:

@@ -42,6 +42,8 @@ REFRESH_PATH = "/apim-token-service/v2.0/token/refresh"
 REFRESH_MARGIN_FRACTION = 0.1
 REFRESH_MARGIN_MAX_S = 300.0
 REFRESH_JITTER = 0.5  # the margin grows by up to this share, at random per token
+REPLAYED = 1001  # token-service status: this encryption was seen before
+REPLAY_TRIES = 3
 
 # POST a JSON object to a token-service path and return the decoded JSON answer.
 TokenPost = Callable[[str, Mapping[str, object]], Awaitable[object]]
@@ -168,8 +170,25 @@ class TokenManager:
         return await self._request(GET_PATH, {})
 
     async def _request(self, path: str, extra: Mapping[str, object]) -> Token:
+        """One token call; a replayed `encryption` (1001) is asked again with a new timestamp.
+
+        The encryption hashes only appKey, timestamp and secret, so two processes on one app
+        key asking in the same millisecond send the same value and the second is refused as a
+        replay: a later timestamp (a few random milliseconds on) is a new request.
+        """
+        offset_ms = 0
+        for _ in range(REPLAY_TRIES - 1):
+            try:
+                return await self._request_at(path, extra, offset_ms)
+            except TokenServiceError as exc:
+                if exc.code != REPLAYED:
+                    raise
+                offset_ms += self._rng.randint(1, 50)
+        return await self._request_at(path, extra, offset_ms)
+
+    async def _request_at(self, path: str, extra: Mapping[str, object], offset_ms: int) -> Token:
         now = self._clock()
-        timestamp_ms = int(now * 1000)
+        timestamp_ms = int(now * 1000) + offset_ms
         payload: dict[str, object] = {
             "appKey": self._app_key,
             "encryption": token_encryption(self._app_key, timestamp_ms, self._app_secret),

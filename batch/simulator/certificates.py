@@ -26,7 +26,6 @@ from batch.simulator.ca import (
 from batch.simulator.config import SimulatorConfig
 from batch.simulator.fleet import CertEntry, CertStatus, Fleet, SimDevice
 
-DEFAULT_VALID_DAYS = 730
 RENEW_PARAMS = ("certSn", "validDay", "issueAuthority")  # the ones whose place varies by page
 
 MSG_VALIDITY_TOO_LONG = (
@@ -199,14 +198,26 @@ class CertificateService:
         return cert_sn
 
     def _valid_days(self, query: Mapping[str, str], body: Mapping[str, object]) -> int:
+        """The days to issue for, by the seed page's rules (reference §1.4).
+
+        No validDay: the deployment's default applies, and a default above the product's
+        maximum fails exactly like a requested value would (the Edge page: "the specified or
+        default (730) value"); nothing is capped silently. The CA's remaining life clamps the
+        accepted value later, in `_issue`.
+        """
         days = _integer(_merged(query, body, "validDay"), "validDay")
-        if days is None:  # the product's default validity never exceeds its maximum
-            return min(DEFAULT_VALID_DAYS, self._config.product_max_days)
-        if days <= 0:
+        if days is None:
+            days = self._config.default_valid_days
+        elif days <= 0:
             raise _bad_parameter("validDay", "validDay must be positive")
         if days > self._config.product_max_days:
-            raise _invalid(MSG_VALIDITY_TOO_LONG)
+            raise _invalid(self._too_long_message())
         return days
+
+    def _too_long_message(self) -> str:
+        if not self._config.validity_error_states_max:
+            return MSG_VALIDITY_TOO_LONG
+        return f"{MSG_VALIDITY_TOO_LONG} (maximum: {self._config.product_max_days} days)"
 
     def _authority(self, query: Mapping[str, str], body: Mapping[str, object]) -> Authority:
         raw = _merged(query, body, "issueAuthority")

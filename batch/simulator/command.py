@@ -54,7 +54,26 @@ _RATE = click.FloatRange(0.0, 1.0)
     help="P(effect, then answer 99500): a renewal that took effect is answered as failed.",
 )
 @click.option(
-    "--product-max-days", default=3650, show_default=True, help="Product's max validity, days."
+    "--product-max-days",
+    default=3650,
+    show_default=True,
+    help="Product's maximum certificate validity, days: a longer validDay (or default) is the "
+    "documented 99400 'exceeds the maximum' error.",
+)
+@click.option(
+    "--default-valid-days",
+    type=click.IntRange(min=1),
+    default=730,
+    show_default=True,
+    help="Validity applied when a renew/apply has no validDay (730 on the English pages; the "
+    "zh page: the deployment's default). Above --product-max-days it is the documented 99400 "
+    "error, never a silent cap (the Edge page's rule).",
+)
+@click.option(
+    "--validity-error-states-max",
+    is_flag=True,
+    help="Append '(maximum: N days)' to the documented 'exceeds the maximum' 99400 message "
+    "(guess: docs are silent; no page shows the maximum in it).  [default: off]",
 )
 @click.option("--ca-days", default=3650, show_default=True, help="CA lifetime from start, days.")
 @click.option(
@@ -114,6 +133,8 @@ def simulate(  # one parameter per documented option
     lost_rate: float,
     fail_after_rate: float,
     product_max_days: int,
+    default_valid_days: int,
+    validity_error_states_max: bool,
     ca_days: int,
     token_ttl: float,
     single_token: bool,
@@ -150,6 +171,8 @@ def simulate(  # one parameter per documented option
             lost_rate=lost_rate,
             fail_after_rate=fail_after_rate,
             product_max_days=product_max_days,
+            default_valid_days=default_valid_days,
+            validity_error_states_max=validity_error_states_max,
             ca_days=ca_days,
             token_ttl=token_ttl,
             single_token=single_token,

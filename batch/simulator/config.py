@@ -29,6 +29,12 @@ class SimulatorConfig:
     lost_rate: float = 0.0  # process (the renewal takes effect), then close with no reply
     fail_after_rate: float = 0.0  # process (the renewal takes effect), then answer 99500
     product_max_days: int = 3650
+    # The validity EnOS applies when a request has no validDay: 730 on the English pages, "the
+    # environment's default" (varies per deployment) on the Chinese 2.3.0 page.
+    default_valid_days: int = 730
+    # GUESS: the documented "exceeds the maximum" message does not state the maximum; a
+    # deployment that appends it is imagined, so the client's parsing of it can be tested.
+    validity_error_states_max: bool = False
     ca_days: int = 3650
     token_ttl: float = 7200.0  # seconds
     single_token: bool = False  # every token `get` invalidates the previous token (a guess)
@@ -50,8 +56,8 @@ class SimulatorConfig:
         rates = (self.fail_rate, self.drop_rate, self.lost_rate, self.fail_after_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
             raise ValueError("fail/drop/lost/fail-after rates must be in [0, 1], sum at most 1")
-        if self.product_max_days < 1 or self.ca_days < 1:
-            raise ValueError("product_max_days and ca_days must be at least 1")
+        if self.product_max_days < 1 or self.ca_days < 1 or self.default_valid_days < 1:
+            raise ValueError("product_max_days, default_valid_days and ca_days must be at least 1")
         if self.token_ttl <= 0:
             raise ValueError("token_ttl must be positive")
         try:

@@ -24,6 +24,7 @@ import pandas as pd
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from batch.model import identity_key
 from batch.simulator.ca import Authority, PublicKey, device_subject
 
 SEED_AGE = timedelta(days=335)  # seeded certificates were signed this long ago ...
@@ -109,7 +110,7 @@ class Fleet:
     def __init__(self, default_org: str, *, now: datetime) -> None:
         self.default_org = default_org
         self.orgs: set[str] = {default_org}
-        self.devices: dict[str, SimDevice] = {}  # by identity within its org: "org/identity"
+        self.devices: dict[str, SimDevice] = {}  # by `batch.model.identity_key`: never collide
         self._by_asset: dict[tuple[str, str], SimDevice] = {}
         self._by_keys: dict[tuple[str, str, str], SimDevice] = {}
         self.owners: dict[int, SimDevice] = {}  # serial -> the device it is bound to
@@ -131,6 +132,11 @@ class Fleet:
         if product_key and device_key:
             return self._by_keys.get((org_id, product_key, device_key))
         return None
+
+    def named(self, org_id: str, identity: str) -> SimDevice | None:
+        """The device an assetId names, else the one `productKey/deviceKey` names."""
+        product, _, device = identity.partition("/")
+        return self.find(org_id, identity, None, None) or self.find(org_id, None, product, device)
 
     def new_serial(self) -> int:
         """A serial no certificate has used."""
@@ -193,7 +199,8 @@ class Fleet:
             flaky_renewals=1 if row.sandbox == "flaky" else 0,
             fail_after_renewals=1 if row.sandbox == "flaky-after" else 0,
         )
-        self.devices[f"{row.org_id}/{device.identity}"] = device
+        key = identity_key(row.org_id, row.asset_id, row.product_key, row.device_key)
+        self.devices[key] = device
         if row.asset_id:
             self._by_asset[(row.org_id, row.asset_id)] = device
         if row.product_key and row.device_key:

@@ -96,7 +96,10 @@ class Simulator:
 
     def device(self, identity: str, org_id: str | None = None) -> SimDevice:
         """A registered device by assetId or `productKey/deviceKey` (KeyError if unknown)."""
-        return self.fleet.devices[f"{org_id or self.config.org_id}/{identity}"]
+        device = self.fleet.named(org_id or self.config.org_id, identity)
+        if device is None:
+            raise KeyError(identity)
+        return device
 
     def answer_lost(self, issued: Mapping[str, object]) -> None:
         """Record that the answer carrying this newly issued certificate was never given.
@@ -110,14 +113,16 @@ class Simulator:
         """The JSON snapshot: every device's renewals, certificates (oldest first) and the
         serials issued whose answer was lost on purpose, and the counters."""
         now = self.now()
-        devices = {
-            device.identity: {
+        devices: dict[str, Any] = {}
+        for key, device in self.fleet.devices.items():
+            # By identity, as the state file always named them; a name another device already
+            # took (assetId "pk/dk" and the pair pk + dk, or one id in two orgs) gets its key.
+            name = device.identity if device.identity not in devices else key
+            devices[name] = {
                 "renewals": device.renewals,
                 "certificates": [_cert_state(entry, now) for entry in device.certificates],
                 "lostAnswers": [str(serial) for serial in device.lost_answers],
             }
-            for device in self.fleet.devices.values()
-        }
         return {"devices": devices, "stats": self.stats.as_dict()}
 
 
