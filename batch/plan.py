@@ -170,7 +170,8 @@ def resumed_outcome(device: Device, earlier: Outcome | None) -> Outcome:
         row=device.row,
         status=Status.SKIPPED,
         resolution=Resolution.RESUMED,
-        note=f"{earlier.status.value} in an earlier run",
+        # The earlier note stays: that run's own report row may never have been written.
+        note="; ".join(n for n in (f"{earlier.status.value} in an earlier run", earlier.note) if n),
         org_id=device.org_id,
         asset_id=device.asset_id,
         product_key=device.product_key,

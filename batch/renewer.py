@@ -398,7 +398,8 @@ class Renewer:
             row=device.row,
             resolution=Resolution.RESUMED,
             duration_ms=self._elapsed_ms(started),
-            note="bundle rewritten from the journal",
+            # Keep why it was renewed (e.g. a renewal that took effect unseen) in the report.
+            note="; ".join(n for n in (earlier.note, "bundle rewritten from the journal") if n),
         )
         return await self._write_bundle(
             device, outcome, entry.cert_pem, entry.ca_pem, entry.key_pem

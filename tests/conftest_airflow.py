@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 FLEET_RENEW = Path(sys.executable).with_name("fleet-renew")
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_VENV = ROOT / ".venv-airflow"
+DAG_FILE = ROOT / "jobs" / "fleet_renewal_dag.py"
 APP_KEY = "sched-app-key"
 APP_SECRET = "sched-app-secret-0123456789"
 ORG = "o-sched"
@@ -39,11 +45,15 @@ class SimulatorProcess:
 
 
 @contextmanager
-def simulator_process(tmp_path: Path, fleet: Path) -> Iterator[SimulatorProcess]:
-    """Run the simulator seeded from `fleet` until the block ends; then read its state."""
+def simulator_process(
+    tmp_path: Path, fleet: Path, options: Sequence[str] = ()
+) -> Iterator[SimulatorProcess]:
+    """Run the simulator seeded from `fleet` (with more `simulate` options) until the block
+    ends; then read its state."""
     state_out = tmp_path / "sim-state.json"
     env = {**os.environ, "ENOS_APP_KEY": APP_KEY, "ENOS_APP_SECRET": APP_SECRET}
     argv = [str(FLEET_RENEW), "simulate", "--port", "0", "--fleet", str(fleet), "--org", ORG]
+    argv += options
     with (
         (tmp_path / "sim.log").open("w") as log,
         subprocess.Popen(
@@ -96,3 +106,37 @@ def clean_env(**extra: str) -> dict[str, str]:
 def device_names(rows: Sequence[Mapping[str, str]]) -> list[str]:
     """The identity of each report row as the simulator's state names it."""
     return [row["assetId"] or f"{row['productKey']}/{row['deviceKey']}" for row in rows]
+
+
+def airflow_bin(name: str) -> Path:
+    """A console script of Airflow's own virtualenv; the test fails (not skips) without it."""
+    path = AIRFLOW_VENV / "bin" / name
+    if not path.exists():
+        pytest.fail(
+            f"{path} is missing: Airflow lives in its own virtualenv. Build it with "
+            "`make .venv-airflow` (`make test` does it when it is missing)."
+        )
+    return path
+
+
+def airflow_home(home: Path, **extra: str) -> dict[str, str]:
+    """Make `home` an AIRFLOW_HOME with a migrated SQLite database and a copy of the DAG file
+    in its dags folder; return the environment (plus `extra` settings) that uses it."""
+    dags = home / "dags"
+    dags.mkdir(parents=True)
+    shutil.copy(DAG_FILE, dags)  # a copy proves the DAG file needs nothing of this repo
+    env = clean_env(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        **extra,
+    )
+    migrate = subprocess.run(
+        [str(airflow_bin("airflow")), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    return env

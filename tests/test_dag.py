@@ -10,7 +10,6 @@ venv's `fleet-renew`.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,10 +21,12 @@ import pytest
 from tests.conftest_airflow import (
     APP_KEY,
     APP_SECRET,
+    DAG_FILE,
     FLEET_RENEW,
     ORG,
     SimulatorProcess,
-    clean_env,
+    airflow_bin,
+    airflow_home,
     device_names,
     read_report,
     simulator_process,
@@ -34,9 +35,6 @@ from tests.conftest_airflow import (
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-AIRFLOW_VENV = ROOT / ".venv-airflow"
-DAG_FILE = ROOT / "jobs" / "fleet_renewal_dag.py"
 SHARDS = 3
 
 # Runs in the Airflow venv: dag.test() per scenario, each with its own extra environment
@@ -87,37 +85,10 @@ class DagRun:
         return read_report(self.out_root / self.run_id / "merged" / "report.csv")
 
 
-def _airflow_bin(name: str) -> Path:
-    path = AIRFLOW_VENV / "bin" / name
-    if not path.exists():
-        pytest.fail(
-            f"{path} is missing: Airflow lives in its own virtualenv. Build it with "
-            "`make .venv-airflow` (`make test` does it when it is missing)."
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An AIRFLOW_HOME with a migrated SQLite database and the DAG file in its dags folder."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(DAG_FILE, dags)  # a copy proves the DAG file needs nothing of this repo
-    env = clean_env(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    )
-    migrate = subprocess.run(
-        [str(_airflow_bin("airflow")), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    return env
+    return airflow_home(tmp_path_factory.mktemp("airflow-home"))
 
 
 def _fleet(folder: Path, absent: int = 0) -> Path:
@@ -196,7 +167,7 @@ def _run_scenarios(
     plan.write_text(json.dumps([{"name": s.name, "conf": s.conf, "env": s.env} for s in scenarios]))
     dag_file = Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / DAG_FILE.name
     completed = subprocess.run(
-        [str(_airflow_bin("python")), "-c", RUNNER, str(dag_file), str(plan)],
+        [str(airflow_bin("python")), "-c", RUNNER, str(dag_file), str(plan)],
         env=env,
         capture_output=True,
         text=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from batch.config import Shard
 from batch.journal import State
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status, shard_text
@@ -109,6 +111,10 @@ def test_resumed_outcome_keeps_the_earlier_result() -> None:
     assert row.new_cert_sn == "999" and row.attempts == 2
     assert row.note == "renewed in an earlier run"
     assert row.device_key == "d4"
+    explained = replace(earlier, note="renewal of 4 took effect unseen; renewed 998 again")
+    assert resumed_outcome(device, explained).note == (
+        "renewed in an earlier run; renewal of 4 took effect unseen; renewed 998 again"
+    )
 
 
 def test_deduper_remembers_many_devices_compactly() -> None:

@@ -36,6 +36,24 @@ async def test_a_deleted_bundle_is_rewritten_from_the_journal(tmp_path: Path) ->
     assert all(second.renewals(f"pkA/dev-{i:04d}") == 1 for i in range(3))
 
 
+async def test_a_rewritten_bundle_keeps_why_the_device_was_renewed_twice(tmp_path: Path) -> None:
+    # A renewal whose answer was lost, renewed once more (List has no PEM): after a crash
+    # before its report row, the rerun's row still says so, next to the rewrite.
+    rows = fleet(20)
+    inventory = write_inventory(tmp_path / "inv.csv", rows)
+    async with simulator(rows, tmp_path, lost_rate=0.3, seed=5) as sim:
+        first = await run_job(
+            sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256, max_attempts=6
+        )
+        again = next(r for r in first.rows if r["resolution"] == "reconciled")
+        assert "took effect unseen" in again["note"]
+        shutil.rmtree(tmp_path / "out" / again["bundlePath"])
+        second = await run_job(sim, inventory, tmp_path / "out", key_mode=KeyMode.EC256)
+    row = second.by_device()[again["deviceKey"]]
+    assert row["note"] == f"{again['note']}; bundle rewritten from the journal"
+    assert row["newCertSn"] == again["newCertSn"]
+
+
 async def test_an_emptied_bundle_file_is_rewritten_too(tmp_path: Path) -> None:
     rows = fleet(2)
     inventory = write_inventory(tmp_path / "inv.csv", rows)

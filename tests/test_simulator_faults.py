@@ -162,6 +162,24 @@ async def test_lost_answer_renews_but_never_replies(sim_config: SimulatorConfig)
         assert device["renewals"] == 1
         assert [c["status"] for c in device["certificates"]] == ["revoked", "valid"]
         assert raw.sim.stats.faults["lost"] == 1
+        # The state file names the renewal whose answer was lost, and only renewals that took
+        # effect: a lost List, or a lost refusal (certSn 1001 is superseded now), adds nothing.
+        assert device["lostAnswers"] == [device["certificates"][1]["serial"]]
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await raw.call("list", LIST_PARAMS)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await raw.renew(ASSET_1, certSn=1001)
+        device = raw.sim.state_dict()["devices"]["asset-1"]
+        assert device["renewals"] == 1 and len(device["lostAnswers"]) == 1
+        assert raw.sim.stats.faults["lost"] >= 3  # aiohttp may send the GET again
+
+
+async def test_an_answered_renewal_is_not_recorded_as_lost(sim_config: SimulatorConfig) -> None:
+    async with raw_simulator(sim_config) as raw:
+        answer = await raw.renew(ASSET_1, certSn=1001)
+        assert answer.body["code"] == 0
+        device = raw.sim.state_dict()["devices"]["asset-1"]
+        assert device["renewals"] == 1 and device["lostAnswers"] == []
 
 
 async def test_fail_after_rate_renews_then_answers_99500(sim_config: SimulatorConfig) -> None:
@@ -173,6 +191,7 @@ async def test_fail_after_rate_renews_then_answers_99500(sim_config: SimulatorCo
         assert device["renewals"] == 1
         assert [c["status"] for c in device["certificates"]] == ["revoked", "valid"]
         assert raw.sim.stats.faults["failAfter"] == 1
+        assert device["lostAnswers"] == [device["certificates"][1]["serial"]]
 
 
 async def test_a_flaky_after_device_renews_then_answers_99500_once(
@@ -187,6 +206,7 @@ async def test_a_flaky_after_device_renews_then_answers_99500_once(
         again = await raw.renew({"assetId": "late-news"}, certSn=int(listed[1]["certSN"]))
         assert again.body["code"] == 0
         assert raw.sim.device("late-news").renewals == 2
+        assert raw.sim.device("late-news").lost_answers == [int(listed[1]["certSN"])]
 
 
 async def test_latency_delays_business_calls(sim_config: SimulatorConfig) -> None:

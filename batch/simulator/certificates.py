@@ -109,7 +109,9 @@ class CertificateService:
 
     # -- the four actions -------------------------------------------------------------------
 
-    def renew(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
+    def renew(
+        self, query: Mapping[str, str], body: Mapping[str, object], base_url: str
+    ) -> dict[str, object]:
         """Issue a new certificate for the device and supersede the one named by certSn."""
         query, body = self._placed(query, body)
         cert_sn = self._cert_sn(query, body)
@@ -132,10 +134,13 @@ class CertificateService:
         device.renewals += 1
         if device.fail_after_renewals > 0:  # the renewal stands; only its answer is lost
             device.fail_after_renewals -= 1
+            device.lost_answers.append(entry.serial)
             raise ApiFailure(99500, MSG_INTERNAL)
         return self._issued_answer(entry, base_url)
 
-    def apply(self, query: Mapping[str, str], body: Mapping[str, object], base_url: str) -> object:
+    def apply(
+        self, query: Mapping[str, str], body: Mapping[str, object], base_url: str
+    ) -> dict[str, object]:
         """Issue a certificate for the device from a mandatory CSR."""
         csr_pem = body.get("csr")
         days = self._valid_days(query, body)

@@ -112,7 +112,8 @@ _RATE = click.FloatRange(0.0, 1.0)
 @click.option(
     "--list-includes-pem",
     is_flag=True,
-    help="List Certificate returns PEMs, not serials.  [default: off]",
+    help="List Certificate answers each certificate's PEM in `cert` (not documented). Off, "
+    "List answers as documented: serials, status and dates, no PEM.  [default: off]",
 )
 @click.option(
     "--retry-after", type=float, help="Retry-After seconds sent on HTTP 429.  [default: none]"

@@ -85,6 +85,7 @@ class SimDevice:
     fail_after_renewals: int = 0  # renewals still to answer with 99500 after they took effect
     renewals: int = 0
     certificates: list[CertEntry] = field(default_factory=list)
+    lost_answers: list[int] = field(default_factory=list)  # issued serials never answered
 
     @property
     def identity(self) -> str:

@@ -107,7 +107,14 @@ async def _certificates(request: web.Request) -> web.Response:
         sim.stats.faults["fail"] += 1
         return _envelope(sim, 99500, MSG_INTERNAL, None)
     call = functools.partial(
-        _dispatch, sim, request.method, dict(request.query), str(request.url.origin()), action, raw
+        _dispatch,
+        sim,
+        request.method,
+        dict(request.query),
+        str(request.url.origin()),
+        action,
+        raw,
+        answer_lost=draw.fate in (Fate.LOST, Fate.FAIL_AFTER),
     )
     response = await asyncio.get_running_loop().run_in_executor(request.app[API_THREAD_KEY], call)
     if draw.fate is Fate.LOST:
@@ -138,9 +145,20 @@ def _gateway(sim: Simulator, request: web.Request, raw: bytes) -> web.Response |
 
 
 def _dispatch(
-    sim: Simulator, method: str, query: dict[str, str], base_url: str, action: str, raw: bytes
+    sim: Simulator,
+    method: str,
+    query: dict[str, str],
+    base_url: str,
+    action: str,
+    raw: bytes,
+    *,
+    answer_lost: bool = False,
 ) -> web.Response:
-    """Run one certificate action and wrap its result or failure in the envelope."""
+    """Run one certificate action and wrap its result or failure in the envelope.
+
+    `answer_lost`: the caller will not pass this answer on (it hangs up, or answers 99500); a
+    certificate issued by this call is recorded as never answered.
+    """
     body = _json_object(raw)
     if body is None:
         return web.json_response({"message": "Cannot process request body"}, status=400)
@@ -151,10 +169,12 @@ def _dispatch(
         if ACTIONS.get(action) != method:
             raise ApiFailure(99400, f"Invalid Argument action:action {action} is invalid")
         data: object
-        if action == "renew":
-            data = service.renew(query, body, base_url)
-        elif action == "apply":
-            data = service.apply(query, body, base_url)
+        if action in ("renew", "apply"):
+            issue = service.renew if action == "renew" else service.apply
+            issued = issue(query, body, base_url)
+            if answer_lost:
+                sim.answer_lost(issued)
+            data = issued
         elif action == "revoke":
             service.revoke(query, body)
             data = None

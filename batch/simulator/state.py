@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,8 +101,17 @@ class Simulator:
             raise KeyError(identity)
         return device
 
+    def answer_lost(self, issued: Mapping[str, object]) -> None:
+        """Record that the answer carrying this newly issued certificate was never given.
+
+        The state file then tells a renewal the client could not have seen from one it saw.
+        """
+        serial = int(str(issued["certSN"]))
+        self.fleet.owners[serial].lost_answers.append(serial)
+
     def state_dict(self) -> dict[str, Any]:
-        """The JSON snapshot: every device's renewals and certificates, and the counters."""
+        """The JSON snapshot: every device's renewals, certificates (oldest first) and the
+        serials issued whose answer was lost on purpose, and the counters."""
         now = self.now()
         devices: dict[str, Any] = {}
         for key, device in self.fleet.devices.items():
@@ -112,6 +121,7 @@ class Simulator:
             devices[name] = {
                 "renewals": device.renewals,
                 "certificates": [_cert_state(entry, now) for entry in device.certificates],
+                "lostAnswers": [str(serial) for serial in device.lost_answers],
             }
         return {"devices": devices, "stats": self.stats.as_dict()}
 
