@@ -1,7 +1,7 @@
 """report.html: one self-contained, offline page that shows an operator how a run went.
 
-The page holds everything inline: CSS in a `<style>` element, charts as SVG drawn by matplotlib
-(Agg-family SVG backend, text as paths so no font is needed), no script, no image, no font and
+The page holds everything inline: CSS in a `<style>` element, charts as SVG written by
+`batch.charts` (text in the page's own system font), no script, no image, no font and
 no link to any URL. A Content-Security-Policy that forbids every fetch makes that a promise the
 browser keeps even if a future edit slips.
 
