@@ -60,6 +60,7 @@ from batch.model import (
 from batch.plan import device_outcome
 from batch.reconcile import CaCache, Found, reconcile
 from batch.retry import Retrier, RetryPolicy
+from batch.tick import TickBatcher
 from batch.validity import requested_days, too_long_advice
 from batch.verify import Verified, ca_fingerprints, verify_issued
 
@@ -94,8 +95,12 @@ class Renewer:
     campaign_cas: set[str] = field(default_factory=set)  # SHA-256 of the CAs seen in the campaign
     ca_changes: int = 0  # certificates from a CA first seen after the campaign's first CA
     rescue_folder: Path | None = None  # where certificates the journal refused wait (rescue.py)
+    bundles: TickBatcher = field(init=False)  # bundle writes: one file_pool hand-off per tick
+    checks: TickBatcher = field(init=False)  # verifications: one key_pool hand-off per tick
 
     def __post_init__(self) -> None:
+        self.bundles = TickBatcher(self.file_pool)
+        self.checks = TickBatcher(self.key_pool)
         # A rerun after a crash reconciles the devices that were in flight first, before any
         # answer of this run has shown the issuing CA: without the CAs of earlier runs, List's
         # PEM could not be recovered and each such device would be renewed a second time.
@@ -256,8 +261,9 @@ class Renewer:
             now=now,
             pinned=self.pinned_cas,
         )
-        # Signature checks release the GIL: in the pool they overlap with the event loop.
-        verified = await asyncio.get_running_loop().run_in_executor(self.key_pool, check)
+        # Signature checks release the GIL: in the pool they overlap with the event loop; the
+        # answers that arrived in one tick are checked in one hand-off (batch.tick).
+        verified = await self.checks.run(check)
         if (ca_note := self._new_ca(verified)) is not None:
             a.note = "; ".join(n for n in (a.note, ca_note) if n)
         outcome = self._renewed_outcome(a, issued, verified, found.resolution)
@@ -377,7 +383,7 @@ class Renewer:
         # from there by the next run.
         try:
             with storage.translated(f"cannot write the bundle of {device.key}"):
-                path = await asyncio.get_running_loop().run_in_executor(self.file_pool, write)
+                path = await self.bundles.run(write)
         except UnsafePathError as exc:  # a link on the way: this device fails, the run goes on
             return replace(
                 outcome,
