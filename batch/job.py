@@ -300,6 +300,9 @@ async def _renewer(
     # One thread for bundle files: they are system calls on one folder, which the kernel
     # serialises anyway; more threads only add GIL hand-offs.
     file_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundles"))
+    # Checks come in batches (one per event-loop tick): one thread keeps up, and it never waits
+    # behind the key generations of key_pool.
+    check_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks"))
     return Renewer(
         pinned_cas=_pinned_cas(config),
         client=client,
@@ -309,6 +312,7 @@ async def _renewer(
         key_mode=config.key_mode,
         key_pool=key_pool,
         file_pool=file_pool,
+        check_pool=check_pool,
         policy=RetryPolicy(max_attempts=config.max_attempts),
         valid_days=config.valid_days,
         due_rule=config.due_rule,
