@@ -170,7 +170,11 @@ class EnosClient:
             )
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(_on_headers_sent)
-        connector = aiohttp.TCPConnector(limit=self._connector_limit, ssl=self._ssl_context())
+        # Loading the system trust store costs ~25 ms: only for a gateway that speaks TLS (a
+        # plain http:// one never uses the context; True is aiohttp's verifying default).
+        https = URL(self._config.base_url).scheme == "https"
+        tls: ssl.SSLContext | bool = self._ssl_context() if https else True
+        connector = aiohttp.TCPConnector(limit=self._connector_limit, ssl=tls)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
