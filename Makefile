@@ -68,7 +68,8 @@ demo: venv
 
 # `make bench BENCH_ARGS=--quick` for a smoke run; the full set takes about an hour on 2 cores.
 BENCH_SCRIPTS := rate_issue3 rate_fidelity throttle_pressure client_cpu throughput_ceiling \
-	journal_cost sequential_baseline memory_plan memory_run hostile_answers inventory_check
+	journal_cost sequential_baseline memory_plan memory_run hostile_answers inventory_check \
+	peer_compare fixed_cost
 
 # Outputs stay in bench-out/ until every script ran (see bench/harness.py: workdir); the
 # figures are appended to $(BENCH_JSON) and printed as the Markdown of docs/benchmarks.md.
