@@ -66,23 +66,32 @@ async def run(config: RunConfig) -> report.Summary:
     # The objects of the imports (pandas, pyarrow, cryptography: ~1M) live as long as the
     # process: keep them out of the garbage collector's full scans during the run.
     gc.freeze()
-    # A renewal allocates hundreds of short-lived objects (aiohttp, answers, outcomes): with
-    # the default threshold (700) a young collection ran every ~7 devices, 4 % of a 3,000-device
-    # run's CPU (gc.callbacks); at 10,000 most of them are freed by refcount before any scan.
+    started = datetime.now(UTC)
+    rows, fingerprint, total_rows = _open_inventory(config)
+    with contextlib.ExitStack() as claims:
+        # Held until the last output is written: no other command writes into this --out.
+        claims.enter_context(OutDir.claim(config.out_dir))
+        if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
+            config = dataclasses.replace(config, out_dir=output_folder(config))
+            claims.enter_context(OutDir.claim(config.out_dir))
+        return await _run_claimed(config, rows, fingerprint, total_rows, started)
+
+
+@contextlib.contextmanager
+def _fewer_young_collections() -> Iterator[None]:
+    """While devices are renewed: a young collection every 10,000 allocations, not 700.
+
+    A renewal allocates hundreds of short-lived objects (aiohttp, answers, outcomes): at 700 a
+    young collection ran every few devices, 4 % of a 3,000-device run's CPU (gc.callbacks), and
+    at 10,000 most of those objects are freed by refcount before any scan. Restored before the
+    end-of-run reports (their garbage is collected as usual) and for a caller's process.
+    """
     threshold = gc.get_threshold()
     gc.set_threshold(10_000, 10, 10)
     try:
-        started = datetime.now(UTC)
-        rows, fingerprint, total_rows = _open_inventory(config)
-        with contextlib.ExitStack() as claims:
-            # Held until the last output is written: no other command writes into this --out.
-            claims.enter_context(OutDir.claim(config.out_dir))
-            if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
-                config = dataclasses.replace(config, out_dir=output_folder(config))
-                claims.enter_context(OutDir.claim(config.out_dir))
-            return await _run_claimed(config, rows, fingerprint, total_rows, started)
+        yield
     finally:
-        gc.set_threshold(*threshold)  # a caller's process (tests, Airflow) gets its own back
+        gc.set_threshold(*threshold)
 
 
 def output_folder(config: RunConfig) -> Path:
@@ -103,7 +112,7 @@ async def _run_claimed(
     try:
         async with contextlib.AsyncExitStack() as stack:
             batch = await _set_up(config, stack, fingerprint, total_rows)
-            with _signals(batch):
+            with _signals(batch), _fewer_young_collections():
                 try:
                     await batch.run(rows)
                 except* AbortedError as group:
