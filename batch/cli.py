@@ -139,6 +139,14 @@ _SCOPE_OPTIONS = [
         help="Maintenance mode: also renew certificates past this share of their lifetime, "
         "e.g. 0.67. [default: off]",
     ),
+    click.option(
+        "--renew-current",
+        is_flag=True,
+        help="When a device's inventory certSn was superseded by a newer valid certificate "
+        "(List Certificate shows it), renew that current certificate. [default: off: the device "
+        "is reported skipped, 'superseded: current certificate <sn> expires <date>'; maintenance "
+        "mode decides from the current certificate whether it is due either way]",
+    ),
 ]
 
 _RUN_OPTIONS = [
@@ -215,14 +223,6 @@ _RUN_OPTIONS = [
         "--retry-failed",
         is_flag=True,
         help="On a rerun, retry devices that failed permanently in earlier runs.",
-    ),
-    click.option(
-        "--renew-current",
-        is_flag=True,
-        help="When a device's inventory certSn was superseded by a newer valid certificate "
-        "(List Certificate shows it), renew that current certificate. [default: off: the device "
-        "is reported skipped, 'superseded: current certificate <sn> expires <date>'; maintenance "
-        "mode decides from the current certificate whether it is due either way]",
     ),
     click.option(
         "--plan",
@@ -428,6 +428,7 @@ def plan(**options: Any) -> None:
             params_in=options["params_in"],
             renew_within=options["renew_within"],
             renew_at_fraction=options["renew_at_fraction"],
+            renew_current=options["renew_current"],
         )
         save_plan(
             options["save"],

@@ -166,5 +166,7 @@ def _merged_summary(summaries: list[dict[str, Any]], shard_dirs: list[Path]) -> 
             "shards": [str(folder) for folder in shard_dirs],
             "campaign": {status.value: n for status, n in campaign.items()},
             "shardExitCodes": [s["exit_code"] for s in summaries],
+            # Each shard notes the CAs new to it: the sum is an upper bound on the campaign's.
+            "caChanges": sum(int(s.get("extra", {}).get("caChanges") or 0) for s in summaries),
         },
     )

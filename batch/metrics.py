@@ -11,6 +11,7 @@ collector re-reads the file on every scrape, so counters would be misleading):
     fleet_renew_duration_seconds                 wall time of the run
     fleet_renew_exit_code                        the process exit code
     fleet_renew_aborted                          1 when the run stopped itself (exit 3)
+    fleet_renew_ca_changes                       issuing CAs new to the campaign (see --pin-ca)
     fleet_renew_earliest_not_after_seconds       earliest notAfter issued (unix s); absent if none
     fleet_renew_last_run_timestamp_seconds       when the run finished (unix s)
 
@@ -76,6 +77,12 @@ def build_registry(
     gauge("duration_seconds", "Wall time of the run", summary.duration_s)
     gauge("exit_code", "Exit code of the run", summary.exit_code)
     gauge("aborted", "1 when the run stopped itself", 1 if summary.aborted_reason else 0)
+    ca_changes = summary.extra.get("caChanges", 0)
+    gauge(
+        "ca_changes",
+        "Issuing CAs not seen before in this campaign",
+        ca_changes if isinstance(ca_changes, int) else 0,
+    )
     if earliest_not_after is not None:
         gauge(
             "earliest_not_after_seconds",

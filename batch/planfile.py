@@ -32,6 +32,7 @@ def plan_options(
     params_in: str,
     renew_within: int | None,
     renew_at_fraction: float | None,
+    renew_current: bool = False,
 ) -> dict[str, str | None]:
     """The options that decide what is renewed and how, as plain text for the plan file."""
     values: dict[str, object] = {
@@ -43,6 +44,8 @@ def plan_options(
         "paramsIn": params_in,
         "renewWithin": renew_within,
         "renewAtFraction": renew_at_fraction,
+        # Only when asked: plans saved before the option existed stay valid without it.
+        "renewCurrent": "true" if renew_current else None,
     }
     return {name: None if value is None else str(value) for name, value in values.items()}
 
@@ -57,6 +60,7 @@ def config_plan_options(config: RunConfig) -> dict[str, str | None]:
         params_in=config.params_in,
         renew_within=config.renew_within,
         renew_at_fraction=config.renew_at_fraction,
+        renew_current=config.renew_current,
     )
 
 

@@ -191,6 +191,22 @@ def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: in
     assert devices(merged) == devices(whole) and len(devices(whole)) == 29  # 32 - 2 bad - 1 dup
 
 
+def test_merge_adds_up_the_shards_ca_changes(tmp_path: Path) -> None:
+    parts = []
+    for i, changes in enumerate((1, 2)):
+        part = tmp_path / f"shard-{i}"
+        result = fleet_renew("run", SAMPLE, "--out", part, "--sandbox", "--shard", f"{i}/2")
+        assert result.returncode in (0, 1), result.stderr
+        summary_path = part / "summary.json"
+        summary = json.loads(summary_path.read_text())
+        summary["extra"]["caChanges"] = changes  # as if EnOS had switched CA under that shard
+        summary_path.write_text(json.dumps(summary))
+        parts.append(part)
+    assert fleet_renew("merge", *parts, "--out", tmp_path / "merged").returncode == 1
+    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert merged["extra"]["caChanges"] == 3
+
+
 def test_merge_refuses_an_unfinished_shard(tmp_path: Path) -> None:
     (tmp_path / "shard-0").mkdir()
     result = fleet_renew("merge", tmp_path / "shard-0", "--out", tmp_path / "merged")

@@ -125,6 +125,8 @@ async def test_a_saved_plan_is_honoured_and_a_changed_one_refused(tmp_path: Path
     async with simulator(rows, tmp_path) as sim:
         with pytest.raises(UsageError, match="keyMode was 'reuse' in the plan, now 'ec256'"):
             await run_job(sim, inventory, tmp_path / "o1", plan_file=plan, key_mode=KeyMode.EC256)
+        with pytest.raises(UsageError, match="renewCurrent was None in the plan, now 'true'"):
+            await run_job(sim, inventory, tmp_path / "o1", plan_file=plan, renew_current=True)
         ok = await run_job(sim, inventory, tmp_path / "o2", plan_file=plan)
         assert ok.summary.exit_code == 0
         write_inventory(inventory, rows[:3])

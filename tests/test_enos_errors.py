@@ -196,9 +196,17 @@ def test_redact_removes_secrets_longest_first_escapes_controls_and_cuts() -> Non
     assert len(cut) == MAX_MESSAGE and cut.endswith("...")
 
 
+def test_a_short_secret_is_redacted_where_it_stands_alone_not_inside_words() -> None:
+    message = "token service: cannot connect to /apim-token-service (secret s rejected: s)"
+    assert redact(message, {"s"}) == (
+        "token service: cannot connect to /apim-token-service (secret [redacted] rejected: "
+        "[redacted])"
+    )
+
+
 def test_an_error_redacts_its_message_args_and_request_id() -> None:
-    error = ApiError("bad token tok-9 in tok-9", code=99400, request_id="rid-tok-9")
-    assert error.redact({"tok-9"}) is error
+    error = ApiError("bad token tok-9e1f77 in tok-9e1f77", code=99400, request_id="rid-tok-9e1f77")
+    assert error.redact({"tok-9e1f77"}) is error
     assert str(error) == "bad token [redacted] in [redacted]" and error.args == (str(error),)
     assert error.request_id == "rid-[redacted]"
     assert classify(error) is ErrorClass.INVALID_REQUEST

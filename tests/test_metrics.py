@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from batch.metrics import METRICS_PROM, write_metrics
+from batch.metrics import METRICS_PROM, build_registry, write_metrics
 from batch.model import ErrorClass, Status
 from tests.test_pipeline import ORG, Result, fleet, job
 
@@ -82,7 +83,14 @@ def test_metrics_match_the_report_of_a_real_run(mixed_run: Result) -> None:
     assert value(samples, "duration_seconds") == pytest.approx(summary.duration_s)
     assert value(samples, "exit_code") == summary.exit_code == 1
     assert value(samples, "aborted") == 0
+    assert value(samples, "ca_changes") == summary.extra["caChanges"] == 0  # one CA throughout
     assert value(samples, "last_run_timestamp_seconds") == summary.finished.timestamp()
+
+
+def test_a_ca_change_is_a_metric_an_alert_can_watch(mixed_run: Result) -> None:
+    summary = replace(mixed_run.summary, extra={**mixed_run.summary.extra, "caChanges": 2})
+    registry = build_registry(summary, attempts=0, earliest_not_after=None)
+    assert registry.get_sample_value("fleet_renew_ca_changes") == 2
 
 
 def test_metrics_file_is_replaced_whole_and_leaves_no_temporary_file(mixed_run: Result) -> None:

@@ -27,6 +27,7 @@ with the secrets of that exchange before it leaves; texts of library exceptions 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Self
@@ -68,14 +69,20 @@ class EnosError(Exception):
 REDACTED = "[redacted]"
 MAX_MESSAGE = 500  # EnOS messages are one sentence; a longer one is cut, not stored whole
 MAX_REQUEST_ID = 100
+WHOLE_WORD_BELOW = 8  # secrets shorter than this are redacted only where they stand alone
 
 
 def redact(text: str, secrets: Collection[str], *, limit: int = MAX_MESSAGE) -> str:
     """`text` without any of `secrets` (longest first), control characters escaped (no
     terminal escape reaches a log), cut to `limit` characters."""
     for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
+        if len(secret) >= WHOLE_WORD_BELOW:
             text = text.replace(secret, REDACTED)
+        elif secret:
+            # A short value (a test's app secret "s") occurs inside ordinary words: replacing
+            # it everywhere would garble every message, so only where it stands alone.
+            alone = rf"(?<![\w-]){re.escape(secret)}(?![\w-])"
+            text = re.sub(alone, REDACTED, text)
     if not text.isprintable():
         text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
