@@ -117,6 +117,23 @@ def reflected(request: Request) -> Chunks:
     return http("200 OK", {"X-Echo": token, "Content-Type": "application/json"}, body.encode())
 
 
+def reflected_ok(request: Request) -> Chunks:
+    """A success answer whose serial is the request's token (not a number at all)."""
+    token = request.headers.get("apim-accesstoken", "")
+    data = {"certSN": token, "cert": "-----BEGIN CERTIFICATE-----", "caCert": "x"}
+    body = json.dumps({"code": 0, "msg": "OK", "requestId": "r-1", "data": data})
+    return http("200 OK", {"Content-Type": "application/json"}, body.encode())
+
+
+def reflected_in_cert(request: Request) -> Chunks:
+    """A success answer with a good serial whose "certificate" carries the request's token."""
+    token = request.headers.get("apim-accesstoken", "")
+    cert = f"-----BEGIN CERTIFICATE-----\n{token}\n-----END CERTIFICATE-----\n"
+    data = {"certSN": "52771", "cert": cert, "caCert": "x"}
+    body = json.dumps({"code": 0, "msg": "OK", "requestId": "r-2", "data": data})
+    return http("200 OK", {"Content-Type": "application/json"}, body.encode())
+
+
 def token_refused_reflecting(request: Request) -> Chunks:
     """A token-service refusal whose message repeats the request body (encryption included)."""
     msg = f"invalid encryption in {request.body.decode()}"

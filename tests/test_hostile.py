@@ -42,6 +42,8 @@ GARBAGE: dict[str, Callable[[Request], Chunks]] = {
     "bad-json": hostile.bad_json,
     "reflected": hostile.reflected,
     "reflected-5xx": hostile.reflected_5xx,
+    "reflected-ok": hostile.reflected_ok,
+    "reflected-in-cert": hostile.reflected_in_cert,
 }
 
 

@@ -183,11 +183,19 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_SERIAL_DIGITS = 64  # an X.509 serial is at most 20 bytes: 49 decimal digits
+
+
 def _serial(data: Mapping[str, object]) -> str | None:
     value = data.get("certSN", data.get("certSn"))
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
-    return _text(value)
+    # A serial is a decimal number: any other text (a gateway echoing our token) is refused,
+    # since the serial is written to the report.
+    text = _text(value)
+    if text is None or not (text.isascii() and text.isdecimal()) or len(text) > MAX_SERIAL_DIGITS:
+        return None
+    return text
 
 
 def _text(value: object) -> str | None:

@@ -36,6 +36,7 @@ from batch.enos.answers import Envelope, parse_cert_records, parse_issued
 from batch.enos.auth import TokenManager
 from batch.enos.errors import (
     MAX_REQUEST_ID,
+    WHOLE_WORD_BELOW,
     EnosError,
     MalformedResponse,
     NetworkError,
@@ -288,6 +289,7 @@ class EnosClient:
             envelope = answers.parse_envelope(
                 answer.status, answer.body, retry_after=self._retry_after(answer)
             )
+            _refuse_echoed_secrets(answer.body, secrets)
         except EnosError as exc:
             exc.redact(secrets)
             raise
@@ -445,6 +447,15 @@ async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
         f"answer from {where} is larger than {MAX_ANSWER_BYTES} bytes (HTTP {response.status})",
         http_status=response.status,
     )
+
+
+def _refuse_echoed_secrets(body: bytes, secrets: set[str]) -> None:
+    """A success answer that repeats this call's token or signature is a broken or hostile
+    gateway's: its data (a certificate, a serial) would carry the secret into the journal,
+    the bundle and the report, so none of it is kept."""
+    for secret in secrets:
+        if len(secret) >= WHOLE_WORD_BELOW and secret.encode() in body:
+            raise MalformedResponse("the answer repeats this call's credentials; none of it kept")
 
 
 def _redact_msg(answer: object, secrets: set[str]) -> object:
