@@ -419,10 +419,14 @@ def _run_in_savepoint(
     try:
         value = operation(db)
     except Exception as exc:  # handed to the caller's future, which re-raises it
-        # If SQLite already rolled the whole transaction back (disk full, I/O error), this
-        # raises sqlite3.Error and the whole batch fails, as it must.
-        db.execute("ROLLBACK TO op")
-        db.execute("RELEASE op")
+        # If SQLite already rolled the whole transaction back (disk full, I/O error), the
+        # savepoint is gone ("no such savepoint", a plain SQLITE_ERROR): the whole batch fails
+        # with the operation's own error, which says what happened (e.g. a full disk).
+        try:
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+        except sqlite3.Error:
+            raise exc from None
         return None, _translated(exc, path) if isinstance(exc, sqlite3.Error) else exc
     db.execute("RELEASE op")
     return value, None
