@@ -355,7 +355,7 @@ class Renewer:
                     path = rescue.keep(self.rescue_folder, kept)
                 log.error("the certificate issued for %s is kept in %s", kept.key, path)
                 return path
-            except StorageError as exc:
+            except (StorageError, rescue.UnsafeRescueFolder) as exc:
                 failure = exc.message
         # The last place left: the log. A certificate is public, so it may go there.
         log.error(

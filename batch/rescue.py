@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,33 @@ def folder_for(rescue_dir: Path, out_dir: Path) -> Path:
     return rescue_dir / f"{FOLDER_PREFIX}{tag}"
 
 
+class UnsafeRescueFolder(UsageError):
+    """The rescue folder is not this user's private folder: nothing is read from or put in it."""
+
+
+def _check_private(folder: Path) -> None:
+    """Refuse a rescue folder another user could have made or can write into.
+
+    Its name is predictable and it usually lies in /tmp: another local user could create it
+    first (or as a link) and plant a file the next run would journal as a renewal.
+    """
+    info = os.lstat(folder)
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & 0o077
+    ):
+        raise UnsafeRescueFolder(
+            f"the rescue folder {folder} is not a private folder of this user (a link, another "
+            "owner, or open to others): remove it after checking what it holds, or pass another "
+            "--rescue-dir"
+        )
+
+
 def keep(folder: Path, kept: Kept) -> Path:
     """Write one rescue file durably and return its path (blocking; raises OSError)."""
     make_dirs(folder, PRIVATE_FOLDER)
+    _check_private(folder)
     path = folder / f"{hashlib.sha256(kept.key.encode()).hexdigest()[:32]}.json"
     document = {
         "key": kept.key,
@@ -70,8 +95,9 @@ def keep(folder: Path, kept: Kept) -> Path:
 
 def pending(folder: Path) -> list[tuple[Path, Kept]]:
     """Every rescue file in `folder` (none when it does not exist), oldest name first."""
-    if not folder.is_dir():
+    if not os.path.lexists(folder):
         return []
+    _check_private(folder)
     found = []
     for path in sorted(folder.glob("*.json")):
         try:
@@ -97,7 +123,8 @@ async def recover(journal: Journal, folder: Path) -> int:
     A device the journal already holds as bundled kept a stale copy: it is only deleted.
     """
     taken = 0
-    if folder.is_dir():
+    if os.path.lexists(folder):
+        _check_private(folder)
         clean_temporaries(folder)  # a rescue file whose writing was killed: never complete
     for path, kept in pending(folder):
         entry = journal.get(kept.key)

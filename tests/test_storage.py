@@ -460,6 +460,47 @@ async def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(
     assert second.summary.exit_code == 0
 
 
+@pytest.mark.parametrize("planted", ["open to others", "a link"])
+async def test_a_rescue_folder_others_could_plant_files_in_is_refused(
+    tmp_path: Path, planted: str
+) -> None:
+    """Its name is predictable and it usually lies in /tmp: a folder another user made (or a
+    link to one) could carry a forged "renewal" into the journal. The run refuses it."""
+    rows, inventory = inventory_of(tmp_path, 2)
+    rescue_dir, out = tmp_path / "rescue", tmp_path / "out"
+    folder = rescue.folder_for(rescue_dir, out)
+    target = tmp_path / "elsewhere" if planted == "a link" else folder
+    target.mkdir(parents=True)
+    if planted == "a link":
+        folder.parent.mkdir(parents=True)
+        folder.symlink_to(target)
+    else:
+        target.chmod(0o777)
+    forged = rescue.Kept(
+        key=identity_key("o-test", None, "pkA", "dev-0000"),
+        outcome=rescue.outcome_from_json(
+            '{"row": 2, "orgId": "o-test", "status": "renewed", "newCertSn": "666"}'
+        ),
+        cert_pem="forged",
+        ca_pem="forged",
+    )
+    (target / "forged.json").write_text(
+        json.dumps(
+            {
+                "key": forged.key,
+                "outcome": rescue.outcome_to_json(forged.outcome),
+                "certPem": "forged",
+                "caPem": "forged",
+            }
+        )
+    )
+    async with simulator(rows, tmp_path) as sim:
+        with pytest.raises(rescue.UnsafeRescueFolder, match="not a private folder"):
+            await run_job(sim, inventory, out, rescue_dir=rescue_dir)
+        assert sim.stats.requests["renew"] == 0
+    assert (target / "forged.json").exists()  # left for the operator to look at
+
+
 async def test_merging_a_shard_that_stopped_on_a_storage_error_keeps_exit_4(tmp_path: Path) -> None:
     rows, inventory = inventory_of(tmp_path, 6)
     shards = [tmp_path / "shard-0", tmp_path / "shard-1"]
