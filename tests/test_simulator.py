@@ -509,6 +509,19 @@ async def test_a_strict_gateway_reads_renew_parameters_only_in_its_place(
         assert raw.sim.device("asset-1").renewals == 1
 
 
+@pytest.mark.parametrize("name", ["certSn", "validDay"])
+async def test_an_integer_sent_as_a_string_in_the_body_is_refused(
+    sim_config: SimulatorConfig, name: str
+) -> None:
+    body_only = dataclasses.replace(sim_config, param_placement=ParamPlacement.BODY)
+    values: dict[str, object] = {"certSn": 1001, "validDay": 10, name: "10"}
+    async with raw_simulator(body_only) as raw:
+        answer = await raw.call("renew", {"orgId": SIM_ORG, "assetId": "asset-1"}, values)
+        assert_error(answer, 99400)
+        assert answer.body["msg"].endswith(f"detail message: {name} must be an integer")
+        assert raw.sim.device("asset-1").renewals == 0
+
+
 async def test_the_documented_sample_csr_is_accepted(raw_enos: RawEnos) -> None:
     pem = sample_csr()
     assert pem.startswith("-----BEGIN NEW CERTIFICATE REQUEST-----")

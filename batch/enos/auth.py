@@ -113,6 +113,7 @@ class TokenManager:
         self._token: Token | None = None
         self._lock = asyncio.Lock()
         self.requests = 0  # token-service calls made (gets + refreshes), for observability
+        self.replays = 0  # of which refused as replays (1001) and asked again
 
     def __repr__(self) -> str:
         return f"TokenManager(app_key={self._app_key!r}, token={self._token!r})"
@@ -183,6 +184,7 @@ class TokenManager:
             except TokenServiceError as exc:
                 if exc.code != REPLAYED:
                     raise
+                self.replays += 1
                 offset_ms += self._rng.randint(1, 50)
         return await self._request_at(path, extra, offset_ms)
 

@@ -27,6 +27,7 @@ from batch.simulator.config import SimulatorConfig
 from batch.simulator.fleet import CertEntry, CertStatus, Fleet, SimDevice
 
 RENEW_PARAMS = ("certSn", "validDay", "issueAuthority")  # the ones whose place varies by page
+BODY_INTEGERS = ("certSn", "validDay")  # JSON numbers in the body (Integer on the cloud pages)
 
 MSG_VALIDITY_TOO_LONG = (
     "The specified validity period exceeds the maximum certificate validity period of the "
@@ -370,9 +371,17 @@ class CertificateService:
 
 
 def _merged(query: Mapping[str, str], body: Mapping[str, object], name: str) -> object:
-    """A parameter accepted in the query or the JSON body; the body wins when both have it."""
+    """A parameter accepted in the query or the JSON body; the body wins when both have it.
+
+    In the body, the cloud pages type certSn and validDay Integer: a JSON string there is
+    refused, so a client that sent "52770" would fail here before it fails on EnOS (a guess
+    whether EnOS coerces it; the strict reading is the safe one to test against).
+    """
     if name in body and body[name] is not None:
-        return body[name]
+        value = body[name]
+        if name in BODY_INTEGERS and isinstance(value, str):
+            raise _bad_parameter(name, f"{name} must be an integer")
+        return value
     return query.get(name)
 
 
