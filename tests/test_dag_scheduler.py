@@ -64,7 +64,8 @@ pytestmark = pytest.mark.slow
 SHARDS = 3
 PARALLELISM = 4
 DEVICES = 90
-RATE = 9.0  # all shards together: each shard runs ~10 s, past one 8 s token lifetime
+RATE = 6.0  # all shards together: each shard runs ~15 s, past one 8 s token lifetime, long
+# enough that the shards overlap even when Airflow starts their tasks seconds apart
 TOKEN_TTL = "8"
 RUN_DEADLINE = 150.0  # seconds from the trigger to a finished DAG run
 START_DEADLINE = 90.0  # seconds for the services to come up healthy

@@ -184,7 +184,9 @@ async def test_a_certificate_whose_journal_write_is_cut_short_by_a_stop_is_still
             filler = await fill_once_sent(sim, disk)
             while not sim.state_dict()["devices"]["pkA/dev-0000"]["renewals"]:
                 await asyncio.sleep(0.01)  # renewed: the answer is on its way
-            await asyncio.sleep(0.3)  # ...and its journal write is being retried (for 1.7 s)
+            # ...and its journal write is being retried (0.2 + 0.5 + 1.0 s): stop in the middle
+            # of those 1.7 s, with room on both sides for a slow machine.
+            await asyncio.sleep(0.8)
             os.kill(os.getpid(), signal.SIGTERM)
             with pytest.raises(StorageError):  # nor can the report be finished on a full disk
                 await job
