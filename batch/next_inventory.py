@@ -70,7 +70,9 @@ def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
             changed=changed,
             dropped=dropped,
         )
-    except (InventoryError, OSError, ValueError, pa.ArrowException) as exc:
+    # What rereading a file can meet (gone, damaged, not UTF-8); a bug in this module is
+    # not among them and propagates.
+    except (InventoryError, OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
         # The exception's type, not its text: a parser's message may quote the file's cells.
         log.error(
             "%s not written: %s rereading %s", NEXT_INVENTORY, type(exc).__name__, config.inventory
