@@ -64,7 +64,7 @@ lint: venv
 	$(BIN)/mypy
 
 demo: venv
-	$(BIN)/python -m batch.demo
+	$(BIN)/python -m batch.run.demo
 
 # `make bench BENCH_ARGS=--quick` for a smoke run; the full set takes about an hour on 2 cores.
 BENCH_SCRIPTS := rate_issue3 rate_fidelity throttle_pressure client_cpu throughput_ceiling \

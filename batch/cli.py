@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import click
 
 from batch import config as cfg
-from batch.canary import parse_share
 from batch.errors import BatchError
 from batch.model import KeyMode, ParamPlacement
+from batch.run.canary import parse_share
 
 EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else ""
 
@@ -327,9 +327,9 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 def run(**options: Any) -> None:
     """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
     config = _run_config(options)
-    from batch.job import output_folder
-    from batch.job import run as run_pipeline
-    from batch.report import render_summary
+    from batch.outputs.report import render_summary
+    from batch.run.job import output_folder
+    from batch.run.job import run as run_pipeline
 
     summary = asyncio.run(run_pipeline(config))
     click.echo(render_summary(summary), err=True)
@@ -403,9 +403,9 @@ def _shard(options: dict[str, Any]) -> cfg.Shard | None:
 )
 def plan(**options: Any) -> None:
     """Validate INVENTORY and show what a run would do, without renewing anything."""
-    from batch.inventory import inventory_fingerprint
-    from batch.planfile import plan_options, save_plan
-    from batch.planner import plan_inventory, render_plan
+    from batch.inventory.read import inventory_fingerprint
+    from batch.plan.preview import plan_inventory, render_plan
+    from batch.plan.saved import plan_options, save_plan
 
     try:
         shard = _shard(options)
@@ -454,8 +454,8 @@ def merge(shard_dirs: tuple[Path, ...], out_dir: Path) -> None:
     Exits with the merged exit code: 3 if any shard aborted, 1 if any device failed or was
     invalid, 0 otherwise (130/143 if a shard was stopped by a signal).
     """
-    from batch.merge import merge_outputs
-    from batch.report import render_summary
+    from batch.outputs.merge import merge_outputs
+    from batch.outputs.report import render_summary
 
     summary = merge_outputs(list(shard_dirs), out_dir)
     click.echo(render_summary(summary), err=True)

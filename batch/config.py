@@ -147,7 +147,7 @@ class RunConfig:
 
     @property
     def rescue_root(self) -> Path:
-        """Where certificates wait when the journal cannot take them (batch.rescue): by default
+        """Where certificates wait when the journal cannot take them (store.rescue): by default
         the system's temporary folder ($TMPDIR, else /tmp), usually not the filesystem of --out."""
         return self.rescue_dir or Path(tempfile.gettempdir())
 

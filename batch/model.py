@@ -198,7 +198,7 @@ class CertRecord:
 @dataclass(frozen=True, slots=True)
 class Follow:
     """Renew the device's current certificate `cert_sn` in place of the inventory's, which was
-    superseded (see batch.current); `note` says so in the report."""
+    superseded (see batch.renew.current); `note` says so in the report."""
 
     cert_sn: int
     note: str
@@ -221,7 +221,7 @@ class Outcome:
     attempts: int = 0
     new_cert_sn: str | None = None
     # The device's valid certificate when it is neither the inventory's nor renewed here
-    # (the inventory's was superseded: see batch.current); what inventory.next.csv carries.
+    # (the inventory's was superseded: see batch.renew.current); what inventory.next.csv carries.
     current_cert_sn: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
@@ -236,3 +236,19 @@ class Outcome:
     resolution: Resolution | None = None
     canary: bool | None = None  # renewed in the canary batch (--canary)
     note: str | None = None
+
+
+def invalid_outcome(invalid: InvalidRow) -> Outcome:
+    """The report row of an inventory row that could not be read as a device."""
+    values = invalid.values
+    return Outcome(
+        row=invalid.row,
+        status=Status.INVALID,
+        org_id=values.get("orgId") or None,
+        asset_id=values.get("assetId") or None,
+        product_key=values.get("productKey") or None,
+        device_key=values.get("deviceKey") or None,
+        old_cert_sn=values.get("certSn") or None,
+        error_class=invalid.error_class,
+        error_message=invalid.reason,
+    )

@@ -21,8 +21,11 @@ import errno
 import json
 import os
 import re
+import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from batch.errors import StorageError
 
@@ -140,3 +143,38 @@ def _summary_says_dry_run(path: Path) -> bool:
         return False
     extra = document.get("extra") if isinstance(document, dict) else None
     return isinstance(extra, dict) and extra.get("dryRun") is True
+
+
+@contextmanager
+def atomic_output(
+    path: str | os.PathLike[str], *, mode: int = FILE_MODE, durable: bool = True
+) -> Iterator[IO[bytes]]:
+    """Yield a binary stream that becomes `path` only if the block completes.
+
+    The temporary file lives next to `path` (same filesystem, so the rename is atomic) and is
+    created with `mode` (O_EXCL), so a secret is never readable by others, not even briefly.
+    `durable` fsyncs the file and its folder, so the new content also survives a power cut.
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+            stream.flush()
+            if durable:
+                os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make renames inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

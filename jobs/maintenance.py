@@ -58,7 +58,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
-NEXT_INVENTORY = "inventory.next.csv"  # what each run writes (batch.next_inventory)
+NEXT_INVENTORY = "inventory.next.csv"  # what each run writes (batch.outputs.next_inventory)
 DEFAULT_KEEP = 30
 _DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
 

@@ -1,4 +1,4 @@
-"""Tests for batch.bundles: safe folder names, atomic files, 0600 keys, PKCS#12, openssl verify."""
+"""batch.store.bundles: safe folder names, atomic files, 0600 keys, PKCS#12, openssl verify."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.bundles import (
+from batch.model import Device
+from batch.storage import atomic_output
+from batch.store.bundles import (
     MAX_NAME,
     UnsafePathError,
-    atomic_output,
     bundle_dir,
     device_dir_name,
     read_bundle_file,
     safe,
     write_bundle,
 )
-from batch.model import Device
 from tests import certs
 
 # --- a real CA and leaf -----------------------------------------------------------------------

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batch.canary import CanaryRule, canary_size, parse_share, spread, verdict
 from batch.errors import UsageError
-from batch.inventory import inventory_fingerprint
+from batch.inventory.read import inventory_fingerprint
 from batch.model import KeyMode
-from batch.planfile import check_plan, plan_options, save_plan
-from batch.planner import late_devices
-from tests.test_pipeline import ORG, job, run_job, simulator, write_inventory
+from batch.plan.preview import late_devices
+from batch.plan.saved import check_plan, plan_options, save_plan
+from batch.run.canary import CanaryRule, canary_size, parse_share, spread, verdict
+from batch.testing import ORG, job, run_job, simulator, write_inventory
 
 
 def two_products(n: int, *, absent_in_b: bool = False) -> list[dict[str, object]]:

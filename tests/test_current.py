@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from batch.config import DueRule
-from batch.current import current_certificate, follow, maintenance_verdict
-from batch.due import Due
 from batch.model import CertRecord, Device, ErrorClass, Follow, KeyMode, Outcome, Status
-from tests.test_pipeline import ORG, run_job, simulator, write_inventory
+from batch.renew.current import current_certificate, follow, maintenance_verdict
+from batch.renew.due import Due
+from batch.testing import ORG, run_job, simulator, write_inventory
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 DEVICE = Device(row=2, org_id="o", asset_id="a", cert_sn=7)

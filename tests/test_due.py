@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from batch.config import DueRule
-from batch.due import Due, verdict_from_inventory, verdict_from_list
 from batch.model import CertRecord, Device, ErrorClass, Outcome, Status
-from tests.test_pipeline import ORG, job
+from batch.renew.due import Due, verdict_from_inventory, verdict_from_list
+from batch.testing import ORG, job
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

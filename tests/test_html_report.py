@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from batch.html_report import (
+from batch.model import ErrorClass, Outcome, Status
+from batch.outputs.html import (
     REPORT_HTML,
     TABLE_ROWS,
     ReportRows,
     render_page,
     write_html_report,
 )
-from batch.model import ErrorClass, Outcome, Status
-from batch.report import ReportWriter, Summary, finish_reports
-from batch.timeline import Sample, timeline_rates
-from tests.test_pipeline import ORG, Result, fleet, job
+from batch.outputs.report import ReportWriter, Summary, finish_reports
+from batch.outputs.timeline import Sample, timeline_rates
+from batch.testing import ORG, Result, fleet, job
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHARTS = 5  # status, error class, timeline, latency, validity

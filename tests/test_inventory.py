@@ -1,4 +1,4 @@
-"""Tests for batch.inventory: row validation, CSV/Parquet streaming, file errors, round trip."""
+"""batch.inventory.read: row validation, CSV/Parquet streaming, file errors, round trip."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch.errors import InventoryError
-from batch.inventory import (
+from batch.inventory.read import (
     CANONICAL_COLUMNS,
     canonical_column,
     count_rows,

@@ -1,4 +1,4 @@
-"""Tests for batch.journal: real SQLite files in tmp_path, a real child process killed with -9."""
+"""batch.store.journal: real SQLite files in tmp_path, a real child process killed with -9."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch import keys
-from batch.journal import (
+from batch.model import ErrorClass, KeyMode, Outcome, Resolution, Status, identity_key
+from batch.renew import keys
+from batch.store.journal import (
     ALLOWED,
     Entry,
     Journal,
@@ -31,7 +32,6 @@ from batch.journal import (
     outcome_from_json,
     outcome_to_json,
 )
-from batch.model import ErrorClass, KeyMode, Outcome, Resolution, Status, identity_key
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SUBJECT = x509.Name.from_rfc4514_string("CN=meter-1,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN")
@@ -475,8 +475,8 @@ CHILD = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
     from cryptography import x509
-    from batch import keys
-    from batch.journal import Journal
+    from batch.renew import keys
+    from batch.store.journal import Journal
     from batch.model import KeyMode
 
     SUBJECT = x509.Name.from_rfc4514_string("CN=m,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN")

@@ -1,4 +1,4 @@
-"""Tests for batch.keys: real keys and CSRs made with cryptography, real files in tmp_path."""
+"""Tests for batch.renew.keys: real keys and CSRs made with cryptography, real files in tmp_path."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from batch import keys
-from batch.keys import CsrError, KeyMaterial, SubjectError
 from batch.model import Device, KeyMode
+from batch.renew import keys
+from batch.renew.keys import CsrError, KeyMaterial, SubjectError
 from tests import certs
 
 SUBJECT = "CN=meter-0001,OU=EnOS,O=EnOS,L=Shanghai,ST=Shanghai,C=CN"

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from batch.model import KeyMode
-from tests.test_pipeline import assert_bundle_is_sound, fleet, job
+from batch.testing import assert_bundle_is_sound, fleet, job
 
 LATE = "dev-0000"
 

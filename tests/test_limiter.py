@@ -10,7 +10,7 @@ import random
 import pytest
 
 from batch.clock import FakeClock
-from batch.limiter import JITTER, Adaptation, RateLimiter
+from batch.renew.limiter import JITTER, Adaptation, RateLimiter
 
 
 async def _starts(limiter: RateLimiter, clock: FakeClock, n: int, workers: int = 8) -> list[float]:

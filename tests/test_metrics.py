@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from batch.metrics import METRICS_PROM, build_registry, write_metrics
 from batch.model import ErrorClass, Status
-from tests.test_pipeline import ORG, Result, fleet, job
+from batch.outputs.metrics import METRICS_PROM, build_registry, write_metrics
+from batch.testing import ORG, Result, fleet, job
 
 
 def parse(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

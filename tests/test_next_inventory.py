@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 
 from batch.config import Shard
 from batch.model import KeyMode, identity_key
-from batch.next_inventory import NEXT_INVENTORY, Current, write_next_inventory
-from batch.plan import in_shard
-from tests.test_pipeline import ORG, run_job, simulator, write_inventory
+from batch.outputs.next_inventory import NEXT_INVENTORY, Current, write_next_inventory
+from batch.plan.decide import in_shard
+from batch.testing import ORG, run_job, simulator, write_inventory
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:

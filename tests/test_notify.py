@@ -19,8 +19,8 @@ import trustme
 from aiohttp import web
 
 from batch.model import ErrorClass, Status
-from batch.notify import notification_text, notify
-from batch.report import Summary
+from batch.outputs.notify import notification_text, notify
+from batch.outputs.report import Summary
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SECRET_PATH = "/services/T000/B000/hook-secret-XYZ"  # Slack webhooks carry their secret here
@@ -114,7 +114,7 @@ async def test_a_non_2xx_answer_returns_false_and_logs_a_warning_without_the_sec
     status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver = Receiver()
-    caplog.set_level(logging.WARNING, logger="batch.notify")
+    caplog.set_level(logging.WARNING, logger="batch.outputs.notify")
     async with serve(receiver.answering(status)) as base:
         assert await notify(base + SECRET_PATH, summary()) is False
     assert len(receiver.seen) == 1  # sent once; a 302 is not followed
@@ -125,7 +125,7 @@ async def test_a_non_2xx_answer_returns_false_and_logs_a_warning_without_the_sec
 
 
 async def test_a_refused_connection_returns_false(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="batch.notify")
+    caplog.set_level(logging.WARNING, logger="batch.outputs.notify")
     url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
     assert await notify(url, summary()) is False
     assert "ClientConnectorError" in caplog.text

@@ -1,4 +1,5 @@
-"""batch.outdir: an --out is claimed by one command at a time, is a folder, and holds no links.
+"""batch.store.outdir: an --out is claimed by one command at a time, is a folder, holds no
+links.
 
 The claims are tested as operators break them: real `fleet-renew` processes against a real
 simulator process, a second command started while the first is live.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from batch.outdir import OutDir, OutDirError
+from batch.store.outdir import OutDir, OutDirError
 from tests.conftest_airflow import (
     APP_KEY,
     APP_SECRET,

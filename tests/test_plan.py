@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from batch.config import Shard
-from batch.journal import State
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status, shard_text
-from batch.plan import (
+from batch.plan.decide import (
     Deduper,
     OutOfShard,
     Resume,
@@ -17,6 +16,7 @@ from batch.plan import (
     resumed_outcome,
     stable_hash,
 )
+from batch.store.journal import State
 
 
 def _device(n: int, **kw: object) -> Device:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from batch.clock import FakeClock
 from batch.model import Outcome, Status
-from batch.progress import Progress
+from batch.run.progress import Progress
 
 
 def test_log_line_counts_states_and_estimates_the_rest() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from batch.model import CertRecord
-from batch.reconcile import CLOCK_SKEW, CaCache, newest_candidate
+from batch.renew.reconcile import CLOCK_SKEW, CaCache, newest_candidate
 from tests.certs import issue, make_ca, name, new_key
 
 INTENT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Tests for batch.report: report.csv as rows finish, report.parquet, summary.json, retry.csv."""
+"""batch.outputs.report: report.csv as rows finish, report.parquet, summary.json, retry.csv."""
 
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.inventory import CANONICAL_COLUMNS, read_inventory
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status
-from batch.report import (
+from batch.inventory.read import CANONICAL_COLUMNS, read_inventory
+from batch.model import Device, ErrorClass, InvalidRow, Outcome, Resolution, Status, invalid_outcome
+from batch.outputs.report import (
     REPORT_COLUMNS,
     REPORT_SCHEMA,
     ReportWriter,
     Summary,
     exit_code_for,
     finish_reports,
-    invalid_outcome,
     neutralise,
     render_summary,
     report_cells,
@@ -194,7 +193,7 @@ def test_write_outside_the_with_block_is_a_bug(tmp_path: Path) -> None:
 KILLED_WRITER = """
 import os, signal, sys
 from batch.model import Outcome, Status
-from batch.report import ReportWriter
+from batch.outputs.report import ReportWriter
 with ReportWriter(sys.argv[1]) as writer:
     for row in range(2, 502):
         writer.write(Outcome(row=row, status=Status.RENEWED, org_id="o", asset_id=f"a{row}"))

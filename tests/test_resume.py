@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from batch.model import KeyMode
-from tests.test_pipeline import (
+from batch.testing import (
     ORG,
     assert_bundle_is_sound,
     fleet,
@@ -124,7 +124,7 @@ async def test_an_in_flight_renewal_of_a_first_run_is_recovered_once_a_ca_is_see
     devices' answers show the CA, instead of renewing it a second time.
     """
     from batch.model import Device
-    from tests.test_pipeline import lose_a_renewal
+    from batch.testing import lose_a_renewal
 
     rows = fleet(6)
     inventory = write_inventory(tmp_path / "inv.csv", rows)

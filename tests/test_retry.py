@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from batch.retry import RetryPolicy, backoff_delay, may_retry
+from batch.renew.retry import RetryPolicy, backoff_delay, may_retry
 
 
 def test_delay_stays_under_the_exponential_ceiling() -> None:

@@ -25,14 +25,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batch import rescue
 from batch.config import Shard
 from batch.errors import StorageError
-from batch.journal import Journal, JournalError
-from batch.merge import merge_outputs
 from batch.model import KeyMode, identity_key
+from batch.outputs.merge import merge_outputs
 from batch.simulator import RunningSimulator
-from tests.test_pipeline import (
+from batch.store import rescue
+from batch.store.journal import Journal, JournalError
+from batch.testing import (
     assert_bundle_is_sound,
     fleet,
     read_csv,
@@ -350,7 +350,7 @@ async def test_a_dry_runs_outputs_are_not_a_campaign_the_real_run_may_start(
     out = tmp_path / "out"
     async with simulator(rows, tmp_path) as sim:
         await run_job(sim, inventory, out, dry_run=True)
-        # A dry run writes into out/dry-run/ (batch.outdir): out itself holds no campaign.
+        # A dry run writes into out/dry-run/ (batch.store.outdir): out itself holds no campaign.
         assert (out / "dry-run" / "summary.json").exists()
         assert not (out / "journal.sqlite").exists()
         real = await run_job(sim, inventory, out)

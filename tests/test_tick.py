@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batch.tick import TickBatcher
+from batch.renew.tick import TickBatcher
 
 
 class CountingPool(ThreadPoolExecutor):

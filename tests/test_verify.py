@@ -1,4 +1,4 @@
-"""Tests for batch.verify: real CAs and certificates built here with cryptography."""
+"""Tests for batch.renew.verify: real CAs and certificates built here with cryptography."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from batch import keys
 from batch.model import Issued, KeyMode
-from batch.verify import verify_issued
+from batch.renew import keys
+from batch.renew.verify import verify_issued
 from tests import certs
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

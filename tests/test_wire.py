@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from batch.model import KeyMode, ParamPlacement
-from tests.test_pipeline import assert_bundle_is_sound, fleet, job
+from batch.testing import assert_bundle_is_sound, fleet, job
 
 BIN = Path(sys.executable).parent / "fleet-renew"
 

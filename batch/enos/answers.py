@@ -34,7 +34,7 @@ from batch.model import CertRecord, Issued
 TOKEN_EXPIRED = 1203  # the token service's "access token has expired"
 CERT_STATUS = {0: "valid", 1: "revoked", 2: "expired"}  # List Certificate's certStatus
 # The longest Retry-After obeyed. EnOS throttles per second; the retry budget of one device is
-# 300 s (batch.retry.RetryPolicy.budget): a longer wait is a broken or hostile answer.
+# 300 s (batch.renew.retry.RetryPolicy.budget): a longer wait is a broken or hostile answer.
 MAX_RETRY_AFTER_S = 300.0
 _MIN_EPOCH_MS = 10**11  # 1973 in ms; smaller numbers are day counts (2.1.0's effetiveDate)
 

@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from batch.keys import key_type, public_key_sha256
 from batch.model import Issued
+from batch.renew.keys import key_type, public_key_sha256
 
 # How far notBefore may be from our clock, and how close to the CA's notAfter a shortened
 # certificate must end to count as clamped by the CA's remaining life (clock skew, rounding).

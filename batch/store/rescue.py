@@ -26,11 +26,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch.bundles import atomic_output
 from batch.errors import UsageError
-from batch.journal import Journal, State, outcome_from_json, outcome_to_json
 from batch.model import Outcome
-from batch.storage import SECRET_MODE, clean_temporaries, make_dirs
+from batch.storage import SECRET_MODE, atomic_output, clean_temporaries, make_dirs
+from batch.store.journal import Journal, State, outcome_from_json, outcome_to_json
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from batch.model import Status
-from batch.report import Summary
+from batch.outputs.report import Summary
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from batch.config import RunConfig, Shard
 from batch.errors import InventoryError
-from batch.inventory import (
+from batch.inventory.read import (
     Format,
     canonical_column,
     csv_chunks,
@@ -39,7 +39,7 @@ from batch.inventory import (
     write_csv_rows,
 )
 from batch.model import Device
-from batch.plan import in_shard
+from batch.plan.decide import in_shard
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _cell(value: object) -> str:
 
 
 def _raw_rows(path: Path, fmt: Format) -> tuple[list[str], Iterator[tuple[int, Sequence[object]]]]:
-    """The file's headers and its rows as read, numbered as `batch.inventory` numbers them."""
+    """The file's headers and its rows as read, numbered as `batch.inventory.read` numbers them."""
     if fmt == "parquet":
         parquet = pq.ParquetFile(path, pre_buffer=False)
         return list(parquet.schema_arrow.names), _parquet_rows(parquet)
@@ -166,7 +166,7 @@ def _raw_rows(path: Path, fmt: Format) -> tuple[list[str], Iterator[tuple[int, S
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Sequence[object]]]:
-    line = 2  # the header is line 1; blank lines count, as in batch.inventory
+    line = 2  # the header is line 1; blank lines count, as in batch.inventory.read
     for chunk in csv_chunks(path, 50_000):
         columns = [chunk[h].tolist() for h in chunk.columns]
         for offset, cells in enumerate(zip(*columns, strict=True)):

@@ -29,9 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.bundles import atomic_output
 from batch.errors import InventoryError
 from batch.model import Device, InvalidRow
+from batch.storage import atomic_output
 
 Format = Literal["csv", "parquet"]
 

@@ -18,12 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from batch import report
-from batch.bundles import atomic_output
 from batch.errors import UsageError
 from batch.model import ErrorClass, Status
-from batch.next_inventory import NEXT_INVENTORY
-from batch.outdir import OutDir
+from batch.outputs import report
+from batch.outputs.next_inventory import NEXT_INVENTORY
+from batch.storage import atomic_output
+from batch.store.outdir import OutDir
 
 
 def merge_outputs(shard_dirs: list[Path], out_dir: Path) -> report.Summary:

@@ -7,7 +7,7 @@ took effect (99500: the POLICY table's `uncertain`), is ambiguous: before anythi
 `reconcile` asks List Certificate whether the renewal took effect. What came back is verified,
 journaled, then written as a bundle. Only batch-level trouble (authentication refused, storage
 refused: `StorageError`) raises. A certificate that arrived is never dropped: when the journal
-refuses it, the write is retried, then the certificate goes to a rescue file (`batch.rescue`).
+refuses it, the write is retried, then the certificate goes to a rescue file (`batch.store.rescue`).
 
 CAs: with `pinned_cas` (--pin-ca), a certificate that does not chain to one of them fails
 verification (it is kept, as every issued certificate is). Without pins, the first issuing CA
@@ -30,11 +30,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from batch import keys, rescue, storage
-from batch.bundles import UnsafePathError, write_bundle
+from batch import storage
 from batch.config import DueRule
-from batch.current import NO_LONGER_VALID, current_certificate, follow
-from batch.due import lookup
 from batch.enos.client import EnosClient
 from batch.enos.errors import (
     EnosError,
@@ -44,9 +41,6 @@ from batch.enos.errors import (
     redact,
 )
 from batch.errors import StorageError
-from batch.journal import Entry, Journal, State
-from batch.keys import KeyMaterial
-from batch.limiter import RateLimiter
 from batch.model import (
     Device,
     ErrorClass,
@@ -57,12 +51,20 @@ from batch.model import (
     Resolution,
     Status,
 )
-from batch.plan import device_outcome
-from batch.reconcile import CaCache, Found, reconcile
-from batch.retry import Retrier, RetryPolicy
-from batch.tick import TickBatcher
-from batch.validity import requested_days, too_long_advice
-from batch.verify import Verified, ca_fingerprints, verify_issued
+from batch.plan.decide import device_outcome
+from batch.renew import keys
+from batch.renew.current import NO_LONGER_VALID, current_certificate, follow
+from batch.renew.due import lookup
+from batch.renew.keys import KeyMaterial
+from batch.renew.limiter import RateLimiter
+from batch.renew.reconcile import CaCache, Found, reconcile
+from batch.renew.retry import Retrier, RetryPolicy
+from batch.renew.tick import TickBatcher
+from batch.renew.validity import requested_days, too_long_advice
+from batch.renew.verify import Verified, ca_fingerprints, verify_issued
+from batch.store import rescue
+from batch.store.bundles import UnsafePathError, write_bundle
+from batch.store.journal import Entry, Journal, State
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +270,7 @@ class Renewer:
             pinned=self.pinned_cas,
         )
         # Signature checks release the GIL: in the pool they overlap with the event loop; the
-        # answers that arrived in one tick are checked in one hand-off (batch.tick).
+        # answers that arrived in one tick are checked in one hand-off (batch.renew.tick).
         try:
             verified = await self.checks.run(check)
         except BaseException:

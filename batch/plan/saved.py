@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch.bundles import atomic_output
 from batch.config import RunConfig, Shard
 from batch.errors import UsageError
 from batch.model import KeyMode
+from batch.storage import atomic_output
 
 FORMAT = "fleet-renew-plan/1"
 

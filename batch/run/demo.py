@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from batch.config import RunConfig
-from batch.job import run
 from batch.model import KeyMode
-from batch.report import render_summary
+from batch.outputs.report import render_summary
+from batch.run.job import run
 
 SAMPLE = Path("sample_inventory.csv")
 OUT = Path("demo-out")

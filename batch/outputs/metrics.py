@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from batch.bundles import atomic_output
 from batch.model import ErrorClass, Status
-from batch.report import REPORT_PARQUET, Summary
+from batch.outputs.report import REPORT_PARQUET, Summary
+from batch.storage import atomic_output
 
 METRICS_PROM = "metrics.prom"
 PREFIX = "fleet_renew_"

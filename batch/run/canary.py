@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from batch.errors import AbortedError, UsageError
 from batch.model import Device, Outcome, Status
-from batch.plan import Run
+from batch.plan.decide import Run
 
 log = logging.getLogger(__name__)
 

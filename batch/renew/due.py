@@ -3,7 +3,7 @@
 A device's current certificate comes from the inventory (`notAfter`) or from List Certificate.
 It is due when it expires within `--renew-within` days, or when it has lived past
 `--renew-at-fraction` of its lifetime. An expired or revoked certificate cannot be renewed
-(EnOS refuses): unless the device has a newer valid certificate to follow (batch.current), it
+(EnOS refuses): unless the device has a newer valid certificate to follow (batch.renew.current), it
 fails with a hint to use Apply instead of costing a renew call.
 """
 
@@ -16,14 +16,14 @@ from batch.config import DueRule
 from batch.enos.client import EnosClient
 from batch.enos.errors import classify
 from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
-from batch.plan import device_outcome
-from batch.retry import Retrier
+from batch.plan.decide import device_outcome
+from batch.renew.retry import Retrier
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
     """A device to renew now; `expires` orders the run (soonest first); `follow` when the
-    certificate to renew is the device's current one, not the inventory's (batch.current)."""
+    certificate to renew is the device's current one, not the inventory's (batch.renew.current)."""
 
     device: Device
     expires: datetime | None
@@ -33,7 +33,7 @@ class Due:
 def verdict_from_inventory(device: Device, rule: DueRule, now: datetime) -> Due | Outcome | None:
     """Decide from the inventory's notAfter alone, or None when a lookup is needed."""
     # An inventory certificate past its notAfter may have been superseded by a valid one:
-    # List tells (batch.current), and fails the device only if it has none.
+    # List tells (batch.renew.current), and fails the device only if it has none.
     if device.not_after is None or rule.needs_lifetime or device.not_after <= now:
         return None
     return by_expiry(device, device.not_after, None, rule, now)

@@ -20,9 +20,9 @@ import dataclasses
 from datetime import datetime
 
 from batch.config import DueRule
-from batch.due import Due, by_expiry, verdict_from_list
 from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
-from batch.plan import device_outcome
+from batch.plan.decide import device_outcome
+from batch.renew.due import Due, by_expiry, verdict_from_list
 
 # The errors that say the inventory's certificate is no longer the one to renew.
 NO_LONGER_VALID = frozenset({ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED})

@@ -1,7 +1,7 @@
 """report.html: one self-contained, offline page that shows an operator how a run went.
 
 The page holds everything inline: CSS in a `<style>` element, charts as SVG written by
-`batch.charts` (text in the page's own system font), no script, no image, no font and
+`batch.outputs.charts` (text in the page's own system font), no script, no image, no font and
 no link to any URL. A Content-Security-Policy that forbids every fetch makes that a promise the
 browser keeps even if a future edit slips.
 
@@ -29,16 +29,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import charts
-from batch.bundles import atomic_output
 from batch.model import ErrorClass, Status
-from batch.report import REPORT_PARQUET, Summary
-from batch.timeline import Sample, timeline_rates
+from batch.outputs import charts
+from batch.outputs.report import REPORT_PARQUET, Summary
+from batch.outputs.timeline import Sample, timeline_rates
+from batch.storage import atomic_output
 
 REPORT_HTML = "report.html"
 TABLE_ROWS = 1000  # failed / clamped devices listed in full; the rest are counted
 
-# What the exit code tells the operator (batch.errors and batch.job define them).
+# What the exit code tells the operator (batch.errors and batch.run.job define them).
 EXIT_MEANINGS: dict[int, str] = {
     0: "every device renewed or was skipped",
     1: "some devices failed or were invalid rows; see the table below and retry.csv",

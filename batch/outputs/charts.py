@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batch.timeline import Interval
+from batch.outputs.timeline import Interval
 
 VALIDITY_PAIRS = 12  # distinct (requested, granted) bars before the rest are lumped together
 WIDTH = 720.0

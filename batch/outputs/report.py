@@ -39,9 +39,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from batch import storage
-from batch.bundles import atomic_output
-from batch.inventory import write_inventory_csv
-from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status
+from batch.inventory.read import write_inventory_csv
+from batch.model import Device, ErrorClass, Outcome, Status
+from batch.storage import atomic_output
 
 if TYPE_CHECKING:
     from _csv import Writer  # the type csv.writer() returns
@@ -132,22 +132,6 @@ def _cell(value: object) -> str:
 def report_cells(outcome: Outcome) -> list[str]:
     """The CSV cells of one outcome, in `REPORT_COLUMNS` order."""
     return [_cell(getattr(outcome, name)) for name in _FIELD_OF.values()]
-
-
-def invalid_outcome(invalid: InvalidRow) -> Outcome:
-    """The report row of an inventory row that could not be read as a device."""
-    values = invalid.values
-    return Outcome(
-        row=invalid.row,
-        status=Status.INVALID,
-        org_id=values.get("orgId") or None,
-        asset_id=values.get("assetId") or None,
-        product_key=values.get("productKey") or None,
-        device_key=values.get("deviceKey") or None,
-        old_cert_sn=values.get("certSn") or None,
-        error_class=invalid.error_class,
-        error_message=invalid.reason,
-    )
 
 
 class ReportWriter:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from batch.config import Shard
-from batch.journal import State
 from batch.model import (
     Device,
     ErrorClass,
@@ -21,9 +20,10 @@ from batch.model import (
     Outcome,
     Resolution,
     Status,
+    invalid_outcome,
     shard_text,
 )
-from batch.report import invalid_outcome
+from batch.store.journal import State
 
 
 def stable_hash(text: str) -> int:

@@ -28,30 +28,25 @@ from pathlib import Path
 
 from cryptography import x509
 
-from batch import (
-    html_report,
-    inventory,
-    metrics,
-    next_inventory,
-    notify,
-    report,
-    rescue,
-    storage,
-    verify,
-)
-from batch.canary import CanaryRule, canary_size
+from batch import storage
 from batch.config import Credentials, RunConfig
 from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import AbortedError, BatchError, InventoryError, StorageError, UsageError
-from batch.journal import Journal, JournalError
-from batch.limiter import RateLimiter
+from batch.inventory import read as inventory
 from batch.model import Device, InvalidRow
-from batch.outdir import OutDir
-from batch.pipeline import Batch
-from batch.planfile import check_plan, config_plan_options
-from batch.progress import Progress
-from batch.renewer import Renewer
-from batch.retry import RetryPolicy
+from batch.outputs import html as html_report
+from batch.outputs import metrics, next_inventory, notify, report
+from batch.plan.saved import check_plan, config_plan_options
+from batch.renew import verify
+from batch.renew.device import Renewer
+from batch.renew.limiter import RateLimiter
+from batch.renew.retry import RetryPolicy
+from batch.run.canary import CanaryRule, canary_size
+from batch.run.loop import Batch
+from batch.run.progress import Progress
+from batch.store import rescue
+from batch.store.journal import Journal, JournalError
+from batch.store.outdir import OutDir
 
 log = logging.getLogger(__name__)
 

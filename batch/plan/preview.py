@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 from batch.config import Shard
-from batch.inventory import read_inventory
+from batch.inventory.read import read_inventory
 from batch.model import Device, InvalidRow
-from batch.plan import Deduper, in_shard
+from batch.plan.decide import Deduper, in_shard
 
 SHOWN_INVALID = 20  # invalid rows listed by name; the rest are counted
 

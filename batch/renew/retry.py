@@ -16,8 +16,8 @@ from typing import Generic, TypeVar
 
 from batch.enos.errors import EnosError, ThrottledError, classify, is_retryable
 from batch.errors import AbortedError
-from batch.limiter import RateLimiter
 from batch.model import ErrorClass
+from batch.renew.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from batch.model import Outcome, Status
 
-log = logging.getLogger("batch.progress")
+log = logging.getLogger("batch.run.progress")
 
 
 class Progress:

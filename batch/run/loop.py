@@ -1,13 +1,13 @@
 """Wire the stages together: inventory -> plan -> renew (bounded workers) -> report.
 
-`batch.job.run` sets up what this needs (client, journal, report) and sums up afterwards.
+`batch.run.job.run` sets up what this needs (client, journal, report) and sums up afterwards.
 A producer streams the inventory (parsing runs in a thread, in chunks, so the event loop and
 the rate limiter never stall on pandas), decides each row, and feeds runnable devices to a
 fixed pool of workers through a bounded queue; everything else becomes a report row at once.
 SIGTERM and SIGINT stop the intake; in-flight devices get `grace_seconds` to finish, then are
 cancelled (their journal intent makes the next run reconcile them). A write the storage refused
 (`StorageError`) stops the intake the same way: devices in flight finish (each keeps what it
-received, see `batch.rescue`), and `batch.job` ends the run with exit 4.
+received, see `batch.store.rescue`), and `batch.run.job` ends the run with exit 4.
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from batch import report
-from batch.bundles import UnsafePathError, read_bundle_file
-from batch.canary import CanaryGate, CanaryRule
 from batch.config import DueRule, RunConfig
-from batch.current import maintenance_verdict
-from batch.due import Due, lookup, verdict_from_inventory
 from batch.enos.errors import is_retryable
 from batch.errors import AbortedError, StorageError
-from batch.journal import Journal, State
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status, shard_text
-from batch.plan import (
+from batch.outputs import report
+from batch.outputs.timeline import Sample, Timeline
+from batch.plan.decide import (
     Deduper,
     OutOfShard,
     Resume,
@@ -41,10 +37,14 @@ from batch.plan import (
     in_shard,
     resumed_outcome,
 )
-from batch.progress import Progress
-from batch.renewer import Renewer
-from batch.retry import Retrier
-from batch.timeline import Sample, Timeline
+from batch.renew.current import maintenance_verdict
+from batch.renew.device import Renewer
+from batch.renew.due import Due, lookup, verdict_from_inventory
+from batch.renew.retry import Retrier
+from batch.run.canary import CanaryGate, CanaryRule
+from batch.run.progress import Progress
+from batch.store.bundles import UnsafePathError, read_bundle_file
+from batch.store.journal import Journal, State
 
 log = logging.getLogger(__name__)
 

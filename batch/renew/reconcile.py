@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from batch.enos.client import EnosClient
-from batch.keys import KeyMaterial, public_key_sha256
 from batch.model import CertRecord, Device, Issued, Resolution
+from batch.renew.keys import KeyMaterial, public_key_sha256
 
 CLOCK_SKEW = timedelta(minutes=5)  # our clock against EnOS's signDate
 CA_WAIT_SECONDS = 30.0  # how long a recovered certificate waits for its CA to be seen

@@ -10,7 +10,7 @@ holds the claim until it ends:
   folder is refused (exit 2) before it writes anything.
 - Nothing directly inside the folder may be a symbolic link: the job never writes through one
   (report.csv opened through a link would overwrite the link's target). Links further down,
-  under bundles/, are refused device by device when a bundle is written (`batch.bundles`).
+  under bundles/, are refused device by device when a bundle is written (`batch.store.bundles`).
 
 `--out` itself may be a link: the operator named it, so it is where they want the outputs.
 """
