@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 
 from batch.config import RunConfig, Shard
 from batch.errors import InventoryError
-from batch.inventory.read import (
+from batch.inventory import (
     Format,
     canonical_column,
-    csv_chunks,
+    csv_records,
     inventory_format,
     parse_row,
     write_csv_rows,
@@ -160,19 +160,15 @@ def _raw_rows(path: Path, fmt: Format) -> tuple[list[str], Iterator[tuple[int, S
     if fmt == "parquet":
         parquet = pq.ParquetFile(path, pre_buffer=False)
         return list(parquet.schema_arrow.names), _parquet_rows(parquet)
-    with open(path, newline="", encoding="utf-8-sig") as stream:
-        headers = next(csv.reader(stream), [])
-    return headers, _csv_rows(path)
+    records = csv_records(path)
+    return next(records), _csv_rows(records)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Sequence[object]]]:
-    line = 2  # the header is line 1; blank lines count, as in batch.inventory.read
-    for chunk in csv_chunks(path, 50_000):
-        columns = [chunk[h].tolist() for h in chunk.columns]
-        for offset, cells in enumerate(zip(*columns, strict=True)):
-            if any(cells):
-                yield line + offset, cells
-        line += len(chunk)
+def _csv_rows(records: Iterator[list[str]]) -> Iterator[tuple[int, Sequence[object]]]:
+    # The header is line 1; blank lines count, as in batch.inventory.read.
+    for line, cells in enumerate(records, start=2):
+        if any(cells):
+            yield line, cells
 
 
 def _parquet_rows(parquet: pq.ParquetFile) -> Iterator[tuple[int, Sequence[object]]]:
