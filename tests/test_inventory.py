@@ -622,3 +622,9 @@ def test_reading_a_csv_inventory_imports_no_pandas(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_cell_over_128_kib_is_a_damaged_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "inv.csv", f"orgId,assetId,certSn,subject\no,a,1,{'x' * 140_000}\n")
+    with pytest.raises(InventoryError, match="line 2: field larger than field limit"):
+        read_inventory(path)
