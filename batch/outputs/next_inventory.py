@@ -85,7 +85,9 @@ def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
 def changes_from_report(report_parquet: Path) -> tuple[dict[int, Current], set[int]]:
     """From the final report: what changed per inventory row, and the rows to leave out."""
     columns = ["row", "status", "newCertSn", "currentCertSn", "notAfter"]
-    table = pq.read_table(report_parquet, columns=columns)
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, ~35 ms of import
+    with pq.ParquetFile(report_parquet) as parquet:
+        table = parquet.read(columns=columns)
     changed: dict[int, Current] = {}
     dropped: set[int] = set()
     values = [table.column(name).to_pylist() for name in columns]
@@ -148,6 +150,8 @@ def _updated(
 
 
 def _cell(value: object) -> str:
+    if type(value) is str:  # every CSV cell
+        return value
     if value is None:
         return ""
     if isinstance(value, datetime | date):
