@@ -19,32 +19,17 @@ from pathlib import Path
 
 from batch.errors import InventoryError
 from batch.inventory.columns import (
-    CANONICAL_COLUMNS,
-    Format,
-    canonical_column,
-    column_map,
-    inventory_format,
+    CANONICAL_COLUMNS as CANONICAL_COLUMNS,  # re-exported: callers have always imported it here
 )
+from batch.inventory.columns import Format, column_map, inventory_format
+from batch.inventory.columns import canonical_column as canonical_column
 from batch.inventory.csv_file import csv_records
 from batch.inventory.parquet_file import parquet_batches, parquet_row_count
-from batch.inventory.rows import parse_canonical, parse_row
-from batch.inventory.write import write_csv_rows, write_inventory_csv
+from batch.inventory.rows import parse_canonical
+from batch.inventory.rows import parse_row as parse_row
+from batch.inventory.write import write_csv_rows as write_csv_rows
+from batch.inventory.write import write_inventory_csv as write_inventory_csv
 from batch.model import Device, InvalidRow
-
-# The names callers have always imported from here.
-__all__ = [
-    "CANONICAL_COLUMNS",
-    "Format",
-    "canonical_column",
-    "check_readable",
-    "count_rows",
-    "inventory_fingerprint",
-    "inventory_format",
-    "parse_row",
-    "read_inventory",
-    "write_csv_rows",
-    "write_inventory_csv",
-]
 
 
 def read_inventory(
