@@ -20,8 +20,7 @@ import dataclasses
 from datetime import datetime
 
 from batch.config import DueRule
-from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
-from batch.plan.decide import device_outcome
+from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome
 from batch.renew.due import Due, by_expiry, verdict_from_list
 
 # The errors that say the inventory's certificate is no longer the one to renew.
@@ -92,9 +91,8 @@ def follow(
         )
     if renew_current:
         return renew
-    return device_outcome(
+    return Outcome.skipped(
         device,
-        Status.SKIPPED,
         current_cert_sn=sn,
         not_after=expires,
         note=f"superseded: current certificate {sn} expires "

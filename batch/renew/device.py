@@ -51,7 +51,6 @@ from batch.model import (
     Resolution,
     Status,
 )
-from batch.plan.decide import device_outcome
 from batch.renew import keys
 from batch.renew.current import NO_LONGER_VALID, current_certificate, follow
 from batch.renew.due import lookup
@@ -126,8 +125,8 @@ class Renewer:
         try:
             material = await self._material(device, entry)
         except keys.CsrError as exc:
-            return device_outcome(
-                device, Status.INVALID, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
+            return Outcome.invalid(
+                device, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
             )
         attempt = _Attempt(device=device, material=material, started=started)
         if follow is not None:
@@ -277,9 +276,8 @@ class Renewer:
             # Stopped (the grace period ran out) or a bug while the certificate exists only
             # here: the journal still says INTENT, and a List without PEM would make the next
             # run renew again. Keep it first, unverified (the next run rewrites its bundle).
-            unverified = device_outcome(
+            unverified = Outcome.renewed(
                 a.device,
-                Status.RENEWED,
                 new_cert_sn=issued.cert_sn,
                 note="kept before its verification finished (the run stopped)",
             )
@@ -375,7 +373,7 @@ class Renewer:
     ) -> Outcome:
         status = Status.RENEWED if verified.ok else Status.FAILED
         notes = [n for n in (a.note, "; ".join(verified.problems) or None) if n]
-        return device_outcome(
+        return Outcome.for_device(
             a.device,
             status,
             error_class=None if verified.ok else ErrorClass.VERIFICATION_FAILED,
@@ -426,7 +424,7 @@ class Renewer:
     async def _rebundle(self, device: Device, entry: Entry, started: float) -> Outcome:
         """The journal holds an issued certificate whose bundle was never written: write it."""
         assert entry.cert_pem is not None and entry.ca_pem is not None
-        earlier = entry.outcome or device_outcome(device, Status.RENEWED)
+        earlier = entry.outcome or Outcome.renewed(device)
         outcome = replace(
             earlier,
             row=device.row,
@@ -442,9 +440,8 @@ class Renewer:
     async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass) -> Outcome:
         ambiguous = a.ambiguous
         advice = too_long_advice(str(exc), self._valid_day(a.device))
-        outcome = device_outcome(
+        outcome = Outcome.failed(
             a.device,
-            Status.FAILED,
             error_class=ErrorClass.AMBIGUOUS if ambiguous else cls,
             error_code=exc.code if exc.code is not None else exc.http_status,
             error_message=advice or a.advice or str(exc),

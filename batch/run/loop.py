@@ -33,7 +33,6 @@ from batch.plan.decide import (
     Resume,
     Run,
     decide,
-    device_outcome,
     in_shard,
     resumed_outcome,
 )
@@ -364,4 +363,4 @@ def _take(rows: Iterator[Device | InvalidRow], n: int) -> list[Device | InvalidR
 
 
 def dry_run_outcome(device: Device) -> Outcome:
-    return device_outcome(device, Status.SKIPPED, note="dry run: would renew")
+    return Outcome.skipped(device, note="dry run: would renew")
