@@ -294,16 +294,14 @@ class Summary:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> Summary:
-        """The Summary a summary.json document holds (what `merge` reads back from a shard).
-
-        `duration_s` and `achieved_rate` are derived, not read; `request_span_s` is not read
-        back (a merged campaign has no single span).
-        """
+        """The Summary a summary.json document holds (what `merge` reads back from a shard);
+        `duration_s` and `achieved_rate` are derived from it, not read."""
         return cls(
             counts_by_status={Status(k): v for k, v in document["counts_by_status"].items()},
             counts_by_class={ErrorClass(k): v for k, v in document["counts_by_class"].items()},
             devices=int(document["devices"]),
             requests=int(document["requests"]),
+            request_span_s=document.get("request_span_s"),
             started=datetime.fromisoformat(document["started"]),
             finished=datetime.fromisoformat(document["finished"]),
             configured_rate=float(document["configured_rate"]),
