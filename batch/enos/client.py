@@ -43,6 +43,7 @@ from batch.enos.errors import (
     RequestTimeout,
     TokenRejected,
     redact,
+    wants_fresh_token,
 )
 from batch.enos.signing import sign
 from batch.errors import UsageError
@@ -277,7 +278,8 @@ class EnosClient:
         try:
             token = await self.tokens.token()
             answer = await self._signed(method, params, body, token, secrets)
-            if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
+            refusal = answers.token_refusal(answer.status, answer.body)
+            if refusal is not None and wants_fresh_token(refusal):
                 answer = await self._with_fresh_token(method, params, body, token, answer, secrets)
             logger.debug(
                 "%s %s: HTTP %s in %.0f ms",
@@ -311,7 +313,7 @@ class EnosClient:
         logger.info("access token refused (HTTP %s); fresh token, one retry", refused.status)
         token = await (self.tokens.expired if expired else self.tokens.rejected)(token)
         answer = await self._signed(method, params, body, token, secrets)
-        if answer.status == 401 or answers.says_token_expired(answer.status, answer.body):
+        if answers.token_refusal(answer.status, answer.body) is not None:
             error = answers.status_error(401, answer.body)
             raise TokenRejected(
                 f"{error.message} (again with a fresh token)",

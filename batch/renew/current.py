@@ -11,7 +11,8 @@ certificate, and the job treats it as such:
   <date>`): it was renewed already; `--renew-current` renews the current certificate instead.
 
 Only a device with no valid certificate at all fails `cert_revoked` / `cert_expired` (use
-Apply). List may return serials only (the documented sample): the serial and dates suffice.
+Apply). Which refusals lead here is `batch.enos.errors.POLICY`'s `follow_current`. List may
+return serials only (the documented sample): the serial and dates suffice.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import dataclasses
 from datetime import datetime
 
 from batch.config import DueRule
-from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
+from batch.model import CertRecord, Device, Follow, Outcome, Status
 from batch.plan.decide import device_outcome
 from batch.renew.due import Due, by_expiry, verdict_from_list
-
-# The errors that say the inventory's certificate is no longer the one to renew.
-NO_LONGER_VALID = frozenset({ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED})
 
 
 def current_certificate(

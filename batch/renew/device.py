@@ -36,9 +36,11 @@ from batch.enos.client import EnosClient
 from batch.enos.errors import (
     EnosError,
     classify,
-    is_retryable,
+    failed_class,
+    follows_current,
     may_have_taken_effect,
     redact,
+    reruns,
 )
 from batch.errors import StorageError
 from batch.model import (
@@ -53,7 +55,7 @@ from batch.model import (
 )
 from batch.plan.decide import device_outcome
 from batch.renew import keys
-from batch.renew.current import NO_LONGER_VALID, current_certificate, follow
+from batch.renew.current import current_certificate, follow
 from batch.renew.due import lookup
 from batch.renew.keys import KeyMaterial
 from batch.renew.limiter import RateLimiter
@@ -170,13 +172,13 @@ class Renewer:
                 a.cert_sn, a.note, a.followed = verdict.cert_sn, verdict.note, True
                 result = await retrier.run(lambda: self._one_attempt(a))
         if result.error is not None:
-            return await self._failed(a, result.error, classify(result.error))
+            return await self._failed(a, result.error)
         assert result.value is not None
         return await self._accept(a, result.value)
 
     def _may_follow(self, a: _Attempt, exc: EnosError) -> bool:
         """EnOS says the inventory's certificate is no longer valid: is there a current one?"""
-        return not a.followed and not a.ambiguous and classify(exc) in NO_LONGER_VALID
+        return not a.followed and not a.ambiguous and follows_current(classify(exc))
 
     async def _follow(
         self, a: _Attempt, retrier: Retrier, refused: EnosError
@@ -203,7 +205,7 @@ class Renewer:
         outcome = replace(
             outcome, attempts=a.previous + a.sent, duration_ms=self._elapsed_ms(a.started)
         )
-        if outcome.error_class is None or not is_retryable(outcome.error_class):
+        if not reruns(outcome.error_class):
             await self.journal.record_failed(a.device.key, outcome=outcome)
         return outcome
 
@@ -439,13 +441,12 @@ class Renewer:
             device, outcome, entry.cert_pem, entry.ca_pem, entry.key_pem
         )
 
-    async def _failed(self, a: _Attempt, exc: EnosError, cls: ErrorClass) -> Outcome:
-        ambiguous = a.ambiguous
+    async def _failed(self, a: _Attempt, exc: EnosError) -> Outcome:
         advice = too_long_advice(str(exc), self._valid_day(a.device))
         outcome = device_outcome(
             a.device,
             Status.FAILED,
-            error_class=ErrorClass.AMBIGUOUS if ambiguous else cls,
+            error_class=failed_class(exc, ambiguous=a.ambiguous),
             error_code=exc.code if exc.code is not None else exc.http_status,
             error_message=advice or a.advice or str(exc),
             attempts=a.previous + a.sent,
@@ -454,7 +455,7 @@ class Renewer:
             note=a.note,
         )
         # An ambiguous device stays an intent in the journal: the next run reconciles it first.
-        if not ambiguous and not is_retryable(cls):
+        if not reruns(outcome.error_class):
             await self.journal.record_failed(a.device.key, outcome=outcome)
         return outcome
 

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from batch.enos.errors import EnosError, ThrottledError, classify, is_retryable
+from batch.enos.errors import EnosError, ThrottledError, abort_reason, classify, is_retryable
 from batch.errors import AbortedError
-from batch.model import ErrorClass
 from batch.renew.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,8 @@ class Retrier:
 
     Every attempt waits for the shared rate limiter's slot first (through `attempt` itself, so a
     caller can do durable work before the slot is taken); an HTTP 429 slows the limiter down.
-    Refused authentication is a batch problem, not a device's: it raises AbortedError.
+    A class the table says stops the run (refused authentication: a batch problem, not a
+    device's) raises AbortedError.
     """
 
     limiter: RateLimiter
@@ -97,8 +97,8 @@ class Retrier:
                 return Attempted(await attempt(), None, number)
             except EnosError as exc:
                 cls = classify(exc)
-                if cls is ErrorClass.AUTH:
-                    raise AbortedError(f"authentication refused by EnOS: {exc}") from exc
+                if (reason := abort_reason(cls)) is not None:
+                    raise AbortedError(f"{reason}: {exc}") from exc
                 retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
                 if isinstance(exc, ThrottledError):
                     self.limiter.on_throttled(retry_after)
