@@ -29,6 +29,7 @@ from batch.enos.errors import (
     may_have_taken_effect,
     redact,
     reruns,
+    slows_down,
     wants_fresh_token,
 )
 from batch.model import ErrorClass
@@ -49,6 +50,7 @@ RERUN = RETRYABLE
 ABORTS = {ErrorClass.AUTH: "authentication refused by EnOS"}
 FOLLOW_CURRENT = {ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED}
 FRESH_TOKEN = {ErrorClass.AUTH}
+SLOWS_DOWN = {ErrorClass.THROTTLED}
 
 
 def test_policy_covers_every_error_class() -> None:
@@ -68,6 +70,7 @@ def test_every_column_of_the_table_says_what_the_batch_does(cls: ErrorClass) -> 
     assert abort_reason(cls) == ABORTS.get(cls)
     assert follows_current(cls) is (cls in FOLLOW_CURRENT)
     assert wants_fresh_token(cls) is (cls in FRESH_TOKEN)
+    assert slows_down(cls) is (cls in SLOWS_DOWN)
     assert counts_against_run(cls) is True  # every failure counts for the breaker and canary
 
 

@@ -14,9 +14,9 @@
 
 `classify(exc)` maps any of them to an `ErrorClass`; `POLICY` says what the batch does with that
 class: another attempt in this run, List first (a failed Renew that may still have renewed), the
-whole run stopped, the device's current certificate followed, a fresh access token, counted by
-the circuit breaker, left for a rerun (retry.csv). Changing any of these touches `POLICY` only:
-the retry loop, the run loop and the client ask it through the functions at the end.
+whole run stopped, the device's current certificate followed, a fresh access token, the rate
+slowed down, counted by the circuit breaker, left for a rerun (retry.csv). Changing any of these
+touches `POLICY` only: the loops and the client ask it through the functions at the end.
 
 `TransportError.sent` tells whether the request may have reached EnOS: a renewal whose request
 was sent but whose answer never came is *ambiguous* (the renewal may have taken effect), and so
@@ -180,6 +180,8 @@ class Rule:
     # A call refused for its access token (HTTP 401, 1203) is sent once more with a fresh token;
     # a refused token refresh falls back to getting a new token.
     fresh_token: bool = False
+    # The shared rate limiter slows down (and honours the answer's Retry-After as a floor).
+    slows_down: bool = False
     # Counted by the circuit breaker (--abort-after-failures, --abort-failure-rate) and the
     # canary's failure rate.
     counts_against_run: bool = True
@@ -196,7 +198,7 @@ POLICY: dict[ErrorClass, Rule] = {
     ErrorClass.PERMISSION_DENIED: Rule(False, "grant the app the certificate permission"),
     ErrorClass.NOT_FOUND: Rule(False, "the object does not exist"),
     ErrorClass.THROTTLED: Rule(
-        True, "over the app's rate limit; slowed down and retried", rerun=True
+        True, "over the app's rate limit; slowed down and retried", rerun=True, slows_down=True
     ),
     ErrorClass.NETWORK: Rule(True, "connection failed; retried", uncertain=True, rerun=True),
     ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried", uncertain=True, rerun=True),
@@ -321,6 +323,11 @@ def follows_current(cls: ErrorClass) -> bool:
 def wants_fresh_token(cls: ErrorClass) -> bool:
     """Whether a call refused with `cls` for its token gets a fresh token and one more try."""
     return POLICY[cls].fresh_token
+
+
+def slows_down(cls: ErrorClass) -> bool:
+    """Whether a failure of `cls` makes the shared rate limiter slow down."""
+    return POLICY[cls].slows_down
 
 
 def counts_against_run(cls: ErrorClass | None) -> bool:
