@@ -12,6 +12,7 @@ from batch.config import (
     Shard,
     credentials_from_env,
     pkcs12_passphrase_from_env,
+    run_config,
 )
 from batch.errors import UsageError
 
@@ -19,7 +20,7 @@ from batch.errors import UsageError
 def _config(**kw: object) -> RunConfig:
     base: dict[str, object] = {"inventory": Path("i.csv"), "out_dir": Path("o"), "sandbox": True}
     base.update(kw)
-    return RunConfig(**base)  # type: ignore[arg-type]
+    return run_config(**base)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +63,8 @@ def test_shard_parsing() -> None:
 
 
 def test_due_rule_only_in_maintenance_mode() -> None:
-    assert _config().due_rule is None
-    rule = _config(renew_within=30).due_rule
+    assert _config().scope.due_rule is None
+    rule = _config(renew_within=30).scope.due_rule
     assert rule is not None and rule.within_days == 30
 
 
@@ -71,5 +72,5 @@ def test_due_rule_only_in_maintenance_mode() -> None:
     ("rate", "workers"), [(10, 32), (128, 32), (250, 63), (500, 125), (1000, 128), (100_000, 128)]
 )
 def test_workers_follow_the_rate_unless_concurrency_is_given(rate: float, workers: int) -> None:
-    assert _config(rate=rate).workers == workers
-    assert _config(rate=rate, concurrency=7).workers == 7
+    assert _config(rate=rate).limits.workers == workers
+    assert _config(rate=rate, concurrency=7).limits.workers == 7

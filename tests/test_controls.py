@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from batch.config import run_config
 from batch.errors import UsageError
 from batch.inventory.read import inventory_fingerprint
 from batch.model import KeyMode
@@ -109,7 +110,8 @@ def _scope(**changes: object) -> dict[str, str | None]:
         "renew_at_fraction": None,
     }
     base.update(changes)
-    return plan_options(**base)  # type: ignore[arg-type]
+    config = run_config(inventory=Path("i.csv"), out_dir=Path("o"), sandbox=True, **base)
+    return plan_options(config.scope, config.keys)
 
 
 async def test_a_saved_plan_is_honoured_and_a_changed_one_refused(tmp_path: Path) -> None:

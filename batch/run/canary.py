@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from batch.config import parse_share
 from batch.errors import AbortedError, UsageError
 from batch.model import Device, Outcome, Status
 from batch.plan.decide import Run
@@ -35,17 +36,6 @@ class CanaryRule:
     def window(self) -> int:
         """How many runnable devices to look at to pick a spread-out canary."""
         return max(self.size * WINDOW_FACTOR, 1000)
-
-
-def parse_share(text: str, *, what: str) -> float:
-    """'5%' or '0.05' -> 0.05."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise UsageError(f"{what} must look like 5% or 0.05, not {text!r}") from None
-    if not 0 <= value <= 1:
-        raise UsageError(f"{what} must be between 0% and 100%, not {text!r}")
-    return value
 
 
 def canary_size(text: str, total_rows: int) -> int:
