@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from batch.errors import UsageError
 from batch.model import KeyMode, ParamPlacement
@@ -227,14 +227,9 @@ class RunConfig:
                 raise UsageError(f"set {ENV_APP_KEY} and {ENV_APP_SECRET} in the environment")
 
 
-# RunConfig's parts in the order they are built (and so checked) by `run_config`.
-PARTS: dict[str, Any] = {
-    "scope": Scope,
-    "limits": Limits,
-    "keys": KeyPolicy,
-    "outputs": Outputs,
-    "endpoint": Endpoint,
-}
+P = TypeVar("P", Scope, KeyPolicy, Limits, Outputs, Endpoint)
+PARTS = (Scope, KeyPolicy, Limits, Outputs, Endpoint)
+OWN_OPTIONS = ("dry_run", "plan_file")  # RunConfig's own fields; the rest are its parts'
 
 
 def run_config(**options: Any) -> RunConfig:
@@ -244,16 +239,21 @@ def run_config(**options: Any) -> RunConfig:
     The CLI and tests pass options this way. An unknown name is a TypeError, as for any
     constructor, so a misspelt option never goes unnoticed.
     """
-    parts = {name: pick(part, options) for name, part in PARTS.items()}
-    taken = {f.name for part in PARTS.values() for f in dataclasses.fields(part)}
-    own = {name: value for name, value in options.items() if name not in taken}
-    unknown = set(own) - {"dry_run", "plan_file"}
+    fields = {f.name for part in PARTS for f in dataclasses.fields(part)}
+    unknown = set(options) - fields - set(OWN_OPTIONS)
     if unknown:
         raise TypeError(f"run_config() got unexpected options: {', '.join(sorted(unknown))}")
-    return RunConfig(**parts, **own)
+    return RunConfig(  # the parts are built, and so checked, in this order
+        scope=pick(Scope, options),
+        limits=pick(Limits, options),
+        keys=pick(KeyPolicy, options),
+        outputs=pick(Outputs, options),
+        endpoint=pick(Endpoint, options),
+        **{name: options[name] for name in OWN_OPTIONS if name in options},
+    )
 
 
-def pick(part: Any, options: Mapping[str, Any]) -> Any:
+def pick(part: type[P], options: Mapping[str, Any]) -> P:
     """A part built from those of `options` that are its fields (the others are ignored)."""
     names = {f.name for f in dataclasses.fields(part)}
     return part(**{name: value for name, value in options.items() if name in names})

@@ -157,6 +157,20 @@ def test_plan_counts_without_renewing(tmp_path: Path) -> None:
     assert "estimated duration at 10 requests/s: 0m 03s" in result.stdout
 
 
+def test_plan_refuses_the_settings_a_run_would_refuse(tmp_path: Path) -> None:
+    # A saved plan is a promise a run must be able to keep; --rate 0 used to crash the estimate.
+    for option, value, message in [
+        ("--rate", "0", "--rate must be positive"),
+        ("--valid-days", "0", "--valid-days must be between 1 and 36500"),
+        ("--renew-at-fraction", "1.5", "--renew-at-fraction must be between 0 and 1"),
+    ]:
+        plan = tmp_path / f"{option}.json"
+        result = fleet_renew("plan", SAMPLE, option, value, "--save", plan)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not plan.exists()
+
+
 @pytest.mark.parametrize("shards", [3])
 def test_sharded_runs_merge_into_the_unsharded_result(tmp_path: Path, shards: int) -> None:
     whole = tmp_path / "whole"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from batch.config import (
+    OWN_OPTIONS,
+    PARTS,
     Credentials,
+    DueRule,
     RunConfig,
     Shard,
     credentials_from_env,
@@ -15,6 +19,7 @@ from batch.config import (
     run_config,
 )
 from batch.errors import UsageError
+from batch.model import KeyMode
 
 
 def _config(**kw: object) -> RunConfig:
@@ -74,3 +79,22 @@ def test_due_rule_only_in_maintenance_mode() -> None:
 def test_workers_follow_the_rate_unless_concurrency_is_given(rate: float, workers: int) -> None:
     assert _config(rate=rate).limits.workers == workers
     assert _config(rate=rate, concurrency=7).limits.workers == 7
+
+
+def test_flat_options_go_to_the_part_that_names_them() -> None:
+    config = _config(
+        rate=5, key_mode=KeyMode.EC256, renew_within=3, notify_url="https://n", dry_run=True
+    )
+    assert (config.limits.rate, config.keys.key_mode) == (5, KeyMode.EC256)
+    assert config.scope.due_rule == DueRule(within_days=3)
+    assert (config.outputs.notify_url, config.outputs.out_dir) == ("https://n", Path("o"))
+    assert config.endpoint.sandbox and config.dry_run
+    with pytest.raises(TypeError, match="unexpected options: rat"):
+        _config(rat=5)  # a misspelt option is an error, not a default
+
+
+def test_every_flat_option_names_exactly_one_field() -> None:
+    names = [f.name for part in PARTS for f in fields(part)] + list(OWN_OPTIONS)
+    assert len(names) == len(set(names))  # otherwise one value would land in two parts
+    own = {f.name for f in fields(RunConfig)} - {"scope", "keys", "limits", "outputs", "endpoint"}
+    assert own == set(OWN_OPTIONS)
