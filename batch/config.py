@@ -108,6 +108,8 @@ class Scope:
             raise UsageError("--renew-within must be zero or more days")
         if self.renew_at_fraction is not None and not 0 < self.renew_at_fraction < 1:
             raise UsageError("--renew-at-fraction must be between 0 and 1, e.g. 0.67")
+        if self.canary is not None:
+            parse_canary(self.canary)  # refused before anything starts, not once rows are counted
 
     @property
     def due_rule(self) -> DueRule | None:
@@ -268,6 +270,15 @@ def parse_share(text: str, *, what: str) -> float:
     if not 0 <= value <= 1:
         raise UsageError(f"{what} must be between 0% and 100%, not {text!r}")
     return value
+
+
+def parse_canary(text: str) -> int | float:
+    """--canary: '50' devices (an int) or '2%' of the inventory's rows (a float share)."""
+    if text.endswith("%"):
+        return parse_share(text, what="--canary")
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--canary must be a number of devices or a share like 2%, not {text!r}")
+    return int(text)
 
 
 def auto_concurrency(rate: float) -> int:

@@ -67,6 +67,15 @@ def test_no_api_url_and_no_sandbox_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_canary_is_refused_before_out_is_touched(tmp_path: Path) -> None:
+    # It was checked only once the rows were counted: after the sandbox started and the
+    # journal was created in --out.
+    result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out", "--sandbox", "--canary", "ten")
+    assert result.returncode == 2
+    assert "--canary must be a number of devices or a share like 2%" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_inventory_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     result = fleet_renew("run", tmp_path / "nope.csv", "--out", tmp_path / "out", "--sandbox")
     assert result.returncode == 2

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batch.config import run_config
+from batch.config import parse_share, run_config
 from batch.errors import UsageError
 from batch.inventory.read import inventory_fingerprint
 from batch.model import KeyMode
 from batch.plan.preview import late_devices
 from batch.plan.saved import check_plan, plan_options, save_plan
-from batch.run.canary import CanaryRule, canary_size, parse_share, spread, verdict
+from batch.run.canary import CanaryRule, canary_size, spread, verdict
 from batch.testing import ORG, job, run_job, simulator, write_inventory
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from batch.config import parse_share
-from batch.errors import AbortedError, UsageError
+from batch.config import parse_canary
+from batch.errors import AbortedError
 from batch.model import Device, Outcome, Status
 from batch.plan.decide import Run
 
@@ -40,11 +40,8 @@ class CanaryRule:
 
 def canary_size(text: str, total_rows: int) -> int:
     """'50' devices, or '2%' of the inventory's rows (at least one device)."""
-    if text.endswith("%"):
-        return max(1, math.ceil(parse_share(text, what="--canary") * total_rows))
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"--canary must be a number of devices or a share like 2%, not {text!r}")
-    return int(text)
+    value = parse_canary(text)
+    return max(1, math.ceil(value * total_rows)) if isinstance(value, float) else value
 
 
 def spread(
