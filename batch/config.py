@@ -12,8 +12,9 @@ A run's settings come in parts, each the whole input of the stage that consumes 
     └── dry_run, plan_file
 
 Every rule is checked here, once, as a `UsageError` (exit 2) naming the option: each part checks
-its own fields, RunConfig the rules across parts. `run_config` builds one from flat options
-(`rate=`, `key_mode=`), as the CLI and tests name them.
+its own fields, RunConfig the rules across parts (only what a --pin-ca file holds is read later,
+by renew.verify at the start of the run). `run_config` builds one from flat options (`rate=`,
+`key_mode=`), as the CLI and tests name them.
 
 Secrets (app key and secret, the PKCS#12 passphrase) come from the environment only, never from
 the command line (where `ps` and shell history would show them), and never appear in a repr.
