@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batch.config import DueRule, RunConfig
-from batch.enos.errors import is_retryable
+from batch.enos.errors import counts_against_run, reruns
 from batch.errors import AbortedError, StorageError
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status, shard_text
 from batch.outputs import report
@@ -274,8 +274,7 @@ class Batch:
         if (
             device is not None
             and outcome.status is Status.FAILED
-            and outcome.error_class is not None
-            and is_retryable(outcome.error_class)
+            and reruns(outcome.error_class)
         ):
             self.tally.retry.append(device)
 
@@ -312,6 +311,8 @@ class Batch:
     def _check_breaker(self, outcome: Outcome) -> None:
         """Stop the run (exit 3) instead of burning through the fleet with the same failure."""
         if outcome.status not in (Status.FAILED, Status.RENEWED):
+            return
+        if outcome.status is Status.FAILED and not counts_against_run(outcome.error_class):
             return
         tally, config = self.tally, self.config.limits
         tally.finished += 1
