@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, run_config
 from batch.enos.client import ClientConfig, EnosClient
 from batch.model import Device, Issued, KeyMode
 from batch.outputs.report import Summary
@@ -97,7 +97,7 @@ async def simulator(
 async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: Any) -> Result:
     options.setdefault("rate", 200)
     options.setdefault("progress", "off")
-    config = RunConfig(
+    config = run_config(
         inventory=inventory,
         out_dir=out,
         api_url=sim.url,

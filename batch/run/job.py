@@ -29,14 +29,14 @@ from pathlib import Path
 from cryptography import x509
 
 from batch import storage
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, KeyPolicy, Outputs, RunConfig, Scope
 from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import AbortedError, BatchError, InventoryError, StorageError, UsageError
 from batch.inventory import read as inventory
 from batch.model import Device, InvalidRow
 from batch.outputs import html as html_report
 from batch.outputs import metrics, next_inventory, notify, report
-from batch.plan.saved import check_plan, config_plan_options
+from batch.plan.saved import check_plan, plan_options
 from batch.renew import verify
 from batch.renew.device import Renewer
 from batch.renew.limiter import RateLimiter
@@ -65,10 +65,11 @@ async def run(config: RunConfig) -> report.Summary:
     rows, fingerprint, total_rows = _open_inventory(config)
     with contextlib.ExitStack() as claims:
         # Held until the last output is written: no other command writes into this --out.
-        claims.enter_context(OutDir.claim(config.out_dir))
+        claims.enter_context(OutDir.claim(config.outputs.out_dir))
         if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
-            config = dataclasses.replace(config, out_dir=output_folder(config))
-            claims.enter_context(OutDir.claim(config.out_dir))
+            outputs = dataclasses.replace(config.outputs, out_dir=output_folder(config))
+            config = dataclasses.replace(config, outputs=outputs)
+            claims.enter_context(OutDir.claim(outputs.out_dir))
         return await _run_claimed(config, rows, fingerprint, total_rows, started)
 
 
@@ -91,7 +92,7 @@ def _fewer_young_collections() -> Iterator[None]:
 
 def output_folder(config: RunConfig) -> Path:
     """Where the run's report and summary go: --out, or --out/dry-run/ for a dry run."""
-    return config.out_dir / DRY_RUN_DIR if config.dry_run else config.out_dir
+    return config.outputs.out_dir / DRY_RUN_DIR if config.dry_run else config.outputs.out_dir
 
 
 async def _run_claimed(
@@ -161,18 +162,17 @@ def _open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], s
     damage anywhere in it, and a saved plan is checked against it: a bad file or a changed plan
     stops the run (exit 2) before anything starts, the sandbox simulator included.
     """
+    scope = config.scope
     rows = inventory.read_inventory(
-        config.inventory, fmt=config.inventory_format, default_org=config.org_id
+        scope.inventory, fmt=scope.inventory_format, default_org=scope.org_id
     )
     # A file damaged at row 50,000 must stop the run before the devices above it are renewed.
-    inventory.check_readable(
-        config.inventory, fmt=config.inventory_format, default_org=config.org_id
-    )
-    fingerprint = inventory.inventory_fingerprint(config.inventory)
+    inventory.check_readable(scope.inventory, fmt=scope.inventory_format, default_org=scope.org_id)
+    fingerprint = inventory.inventory_fingerprint(scope.inventory)
     if config.plan_file is not None:
-        options = config_plan_options(config)
+        options = plan_options(scope, config.keys)
         check_plan(config.plan_file, inventory_sha256=fingerprint, options=options)
-    return rows, fingerprint, inventory.count_rows(config.inventory, fmt=config.inventory_format)
+    return rows, fingerprint, inventory.count_rows(scope.inventory, fmt=scope.inventory_format)
 
 
 async def _set_up(
@@ -181,20 +181,21 @@ async def _set_up(
     """Endpoint, journal, client, report writer and progress, closed by `stack`."""
     journal = None
     renewer = None
+    out = config.outputs
     if not config.dry_run:  # a dry run sends nothing: it needs no endpoint or credentials
-        _refuse_outputs_without_journal(config)
+        _refuse_outputs_without_journal(out.out_dir)
         api_url, credentials = await _endpoint(config, stack)
-        journal = await Journal.open(config.out_dir / JOURNAL_NAME, durable=config.durable_journal)
+        journal = await Journal.open(out.out_dir / JOURNAL_NAME, durable=out.durable_journal)
         stack.push_async_callback(journal.close)
-        await _tidy(config, journal)
+        await _tidy(out, journal)
         _explain_inventory_change(journal, fingerprint)
         await journal.set_meta("inventory_sha256", fingerprint)
         renewer = await _renewer(config, stack, journal, api_url, credentials)
-    writer = stack.enter_context(report.ReportWriter(config.out_dir))
+    writer = stack.enter_context(report.ReportWriter(out.out_dir))
     progress = Progress(
-        mode=config.progress,
-        total=None if config.shard else total_rows,  # other shards' rows are not counted
-        interval=config.log_interval,
+        mode=out.progress,
+        total=None if config.scope.shard else total_rows,  # other shards' rows are not counted
+        interval=out.log_interval,
     )
     stack.callback(progress.close)
     return Batch(
@@ -203,56 +204,57 @@ async def _set_up(
         journal=journal,
         writer=writer,
         progress=progress,
-        canary=_canary_rule(config, total_rows),
+        canary=_canary_rule(config.scope, total_rows),
     )
 
 
-def _refuse_outputs_without_journal(config: RunConfig) -> None:
+def _refuse_outputs_without_journal(out_dir: Path) -> None:
     """Refuse (exit 2) to start over in a folder whose campaign lost its journal.
 
     Without the journal every device looks new: a finished campaign would be renewed again
     (its old certificates are superseded, so EnOS answers cert_revoked) and its report replaced.
     """
-    path = config.out_dir / JOURNAL_NAME
+    path = out_dir / JOURNAL_NAME
     wal = path.with_name(f"{path.name}-wal")  # a killed first run may hold it all there
     if any(p.exists() and p.stat().st_size > 0 for p in (path, wal)):
         return
-    found = storage.campaign_outputs(config.out_dir)
+    found = storage.campaign_outputs(out_dir)
     if found:
         state = "is empty" if path.exists() else "is missing"
         raise JournalError(
-            f"{config.out_dir} holds a campaign's outputs ({', '.join(found)}) but its journal "
+            f"{out_dir} holds a campaign's outputs ({', '.join(found)}) but its journal "
             f"{path} {state}: refusing to run, nothing was sent or changed. Restore the journal "
             "from a backup and rerun, or start a new campaign deliberately with a new --out"
         )
 
 
-async def _tidy(config: RunConfig, journal: Journal) -> None:
+async def _tidy(outputs: Outputs, journal: Journal) -> None:
     """With the folder locked: drop what killed runs left, take in certificates they kept."""
-    with storage.translated(f"cannot tidy {config.out_dir}"):
-        removed = storage.clean_temporaries(config.out_dir)
+    with storage.translated(f"cannot tidy {outputs.out_dir}"):
+        removed = storage.clean_temporaries(outputs.out_dir)
     if removed:
         log.info("removed temporary files left by an interrupted run: %s", ", ".join(removed))
-    await rescue.recover(journal, rescue.folder_for(config.rescue_root, config.out_dir))
+    await rescue.recover(journal, rescue.folder_for(outputs.rescue_root, outputs.out_dir))
 
 
 async def _publish(
     config: RunConfig, summary: report.Summary, batch: Batch, writes: _Writes
 ) -> None:
     """report.html, metrics.prom and the notification, once the summary is written."""
-    if (config.out_dir / report.REPORT_PARQUET).exists():
+    out_dir = config.outputs.out_dir
+    if (out_dir / report.REPORT_PARQUET).exists():
         # Charts take a second or more for a large report: keep them off the event loop.
         samples = batch.timeline.samples
         await asyncio.to_thread(
             writes.attempt,
             "report.html",
-            lambda: html_report.write_html_report(config.out_dir, summary, samples),
+            lambda: html_report.write_html_report(out_dir, summary, samples),
         )
-        writes.attempt("metrics.prom", lambda: metrics.write_metrics(config.out_dir, summary))
+        writes.attempt("metrics.prom", lambda: metrics.write_metrics(out_dir, summary))
     else:
         log.error("report.html and metrics.prom not written: they are made from report.parquet")
-    if config.notify_url:
-        await notify.notify(config.notify_url, summary)  # a failure is logged, never fatal
+    if config.outputs.notify_url:
+        await notify.notify(config.outputs.notify_url, summary)  # a failure is logged, never fatal
 
 
 def _first_message(group: BaseExceptionGroup[BatchError]) -> str:
@@ -270,9 +272,10 @@ def _first(group: BaseExceptionGroup[E]) -> E:
 
 async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tuple[str, Credentials]:
     """The API URL and credentials: the configured ones, or a sandbox simulator's."""
-    if not config.sandbox:
-        assert config.api_url is not None
-        return config.api_url, config.credentials or Credentials(app_key="", app_secret="")
+    endpoint = config.endpoint
+    if not endpoint.sandbox:
+        assert endpoint.api_url is not None
+        return endpoint.api_url, endpoint.credentials or Credentials(app_key="", app_secret="")
     from batch.simulator import SimulatorConfig
     from batch.simulator.testing import running_simulator
 
@@ -280,10 +283,11 @@ async def _endpoint(config: RunConfig, stack: contextlib.AsyncExitStack) -> tupl
     sim_config = SimulatorConfig(
         app_key=creds.app_key,
         app_secret=creds.app_secret,
-        org_id=config.org_id or "o-sandbox",
+        org_id=config.scope.org_id or "o-sandbox",
         seed=0,
     )
-    sim = await stack.enter_async_context(running_simulator(sim_config, fleet=config.inventory))
+    fleet = config.scope.inventory
+    sim = await stack.enter_async_context(running_simulator(sim_config, fleet=fleet))
     log.info("sandbox: built-in EnOS simulator at %s (no real device is touched)", sim.url)
     return str(sim.url), creds
 
@@ -301,11 +305,11 @@ async def _renewer(
                 base_url=api_url,
                 app_key=credentials.app_key,
                 app_secret=credentials.app_secret,
-                params_in=config.params_in,
-                timeout_s=config.timeout_s,
-                ca_bundle=str(config.ca_bundle) if config.ca_bundle else None,
+                params_in=config.keys.params_in,
+                timeout_s=config.limits.timeout_s,
+                ca_bundle=str(config.endpoint.ca_bundle) if config.endpoint.ca_bundle else None,
             ),
-            connector_limit=config.workers,
+            connector_limit=config.limits.workers,
         )
     )
     key_pool = stack.enter_context(ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
@@ -316,29 +320,29 @@ async def _renewer(
     # behind the key generations of key_pool.
     check_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks"))
     return Renewer(
-        pinned_cas=_pinned_cas(config),
+        pinned_cas=_pinned_cas(config.keys),
         client=client,
-        limiter=RateLimiter(config.rate),
+        limiter=RateLimiter(config.limits.rate),
         journal=journal,
-        out_dir=config.out_dir,
-        key_mode=config.key_mode,
+        out_dir=config.outputs.out_dir,
+        key_mode=config.keys.key_mode,
         key_pool=key_pool,
         file_pool=file_pool,
         check_pool=check_pool,
-        policy=RetryPolicy(max_attempts=config.max_attempts),
-        valid_days=config.valid_days,
-        due_rule=config.due_rule,
-        renew_current=config.renew_current,
-        pkcs12_passphrase=config.pkcs12_passphrase,
+        policy=RetryPolicy(max_attempts=config.limits.max_attempts),
+        valid_days=config.keys.valid_days,
+        due_rule=config.scope.due_rule,
+        renew_current=config.scope.renew_current,
+        pkcs12_passphrase=config.keys.pkcs12_passphrase,
         rng=random.Random(),
-        rescue_folder=rescue.folder_for(config.rescue_root, config.out_dir),
+        rescue_folder=rescue.folder_for(config.outputs.rescue_root, config.outputs.out_dir),
     )
 
 
-def _pinned_cas(config: RunConfig) -> tuple[x509.Certificate, ...]:
+def _pinned_cas(keys: KeyPolicy) -> tuple[x509.Certificate, ...]:
     """Every CA certificate of the --pin-ca files; a file without one is a usage error."""
     pinned: list[x509.Certificate] = []
-    for path in config.pin_ca:
+    for path in keys.pin_ca:
         try:
             pinned.extend(verify.load_pinned(path.read_bytes(), str(path)))
         except (OSError, ValueError) as exc:
@@ -346,12 +350,12 @@ def _pinned_cas(config: RunConfig) -> tuple[x509.Certificate, ...]:
     return tuple(pinned)
 
 
-def _canary_rule(config: RunConfig, total_rows: int) -> CanaryRule | None:
-    if config.canary is None:
+def _canary_rule(scope: Scope, total_rows: int) -> CanaryRule | None:
+    if scope.canary is None:
         return None
     return CanaryRule(
-        size=canary_size(config.canary, total_rows),
-        max_failure_rate=config.canary_max_failures,
+        size=canary_size(scope.canary, total_rows),
+        max_failure_rate=scope.canary_max_failures,
     )
 
 
@@ -389,9 +393,10 @@ def _finish(config: RunConfig, batch: Batch, started: datetime, writes: _Writes)
     """Parquet copy, retry list and summary.json, however the run ended."""
     tally = batch.tally
     limiter = batch.renewer.limiter if batch.renewer is not None else None
+    out_dir = config.outputs.out_dir
     os.sync()  # bundles are written without fsync each (the journal is the durable record)
-    writes.attempt(report.REPORT_PARQUET, lambda: report.finish_reports(config.out_dir))
-    writes.attempt(report.RETRY_CSV, lambda: report.write_retry_csv(config.out_dir, tally.retry))
+    writes.attempt(report.REPORT_PARQUET, lambda: report.finish_reports(out_dir))
+    writes.attempt(report.RETRY_CSV, lambda: report.write_retry_csv(out_dir, tally.retry))
     if writes.failure is not None:
         exit_code = writes.failure.exit_code
     elif batch.stop_signal is not None:
@@ -407,10 +412,10 @@ def _finish(config: RunConfig, batch: Batch, started: datetime, writes: _Writes)
         request_span_s=limiter.span if limiter else None,
         started=started,
         finished=datetime.now(UTC),
-        configured_rate=config.rate,
+        configured_rate=config.limits.rate,
         exit_code=exit_code,
         aborted_reason=batch.aborted,
-        sandbox=config.sandbox,
+        sandbox=config.endpoint.sandbox,
         extra={
             "campaign": {status.value: n for status, n in tally.campaign.items()},
             "outOfShard": tally.out_of_shard,
@@ -423,6 +428,6 @@ def _finish(config: RunConfig, batch: Batch, started: datetime, writes: _Writes)
             "storageError": writes.failure.message if writes.failure else None,
         },
     )
-    writes.attempt(report.SUMMARY_JSON, lambda: report.write_summary(config.out_dir, summary))
-    next_inventory.write_for_run(config, config.out_dir / report.REPORT_PARQUET)
+    writes.attempt(report.SUMMARY_JSON, lambda: report.write_summary(out_dir, summary))
+    next_inventory.write_for_run(config.scope, out_dir, out_dir / report.REPORT_PARQUET)
     return summary

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from batch.config import DueRule, RunConfig
-from batch.enos.errors import is_retryable
+from batch.enos.errors import counts_against_run, reruns
 from batch.errors import AbortedError, StorageError
 from batch.model import Device, ErrorClass, InvalidRow, Outcome, Status, shard_text
 from batch.outputs import report
@@ -33,7 +33,6 @@ from batch.plan.decide import (
     Resume,
     Run,
     decide,
-    device_outcome,
     in_shard,
     resumed_outcome,
 )
@@ -105,7 +104,7 @@ class Batch:
 
     async def run(self, rows: Iterator[Device | InvalidRow]) -> None:
         first = await asyncio.to_thread(_take, rows, 1000)
-        queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.workers * 2)
+        queue: asyncio.Queue[Run | None] = asyncio.Queue(maxsize=self.config.limits.workers * 2)
         async with asyncio.TaskGroup() as outer:
             ticker = outer.create_task(self.progress.log_periodically())
             sampler = outer.create_task(self.timeline.sample_periodically())
@@ -123,7 +122,7 @@ class Batch:
                     watchdog.cancel()
 
     def _workers(self) -> int:
-        return self.config.workers if self.renewer is not None else 0
+        return self.config.limits.workers if self.renewer is not None else 0
 
     async def _produce(
         self,
@@ -138,14 +137,14 @@ class Batch:
             decision = decide(
                 item,
                 deduper=self.deduper,
-                shard=self.config.shard,
+                shard=self.config.scope.shard,
                 journal_index=self._index,
-                retry_failed=self.config.retry_failed,
+                retry_failed=self.config.scope.retry_failed,
             )
             if isinstance(decision, Run):
                 if self.renewer is None:
                     self._emit(dry_run_outcome(decision.device))
-                elif self.config.due_rule is not None and decision.prior is None:
+                elif self.config.scope.due_rule is not None and decision.prior is None:
                     held.append(decision)
                 else:
                     await self._dispatch(decision, queue)
@@ -181,8 +180,8 @@ class Batch:
 
     async def _due(self, held: list[Run]) -> list[Run]:
         """The held devices that are due, soonest expiry first; the others are reported now."""
-        assert self.renewer is not None and self.config.due_rule is not None
-        rule, now = self.config.due_rule, datetime.now(UTC)
+        assert self.renewer is not None and self.config.scope.due_rule is not None
+        rule, now = self.config.scope.due_rule, datetime.now(UTC)
         due: list[Due] = []
         lookups: list[Device] = []
         for run in held:
@@ -194,7 +193,7 @@ class Batch:
         log.info("maintenance: %d certificates to look up with List Certificate", len(lookups))
         pending = iter(lookups)
         async with asyncio.TaskGroup() as tg:
-            for _ in range(self.config.workers):
+            for _ in range(self.config.limits.workers):
                 tg.create_task(self._look_up(pending, rule, now, due))
         far = datetime.max.replace(tzinfo=UTC)  # unknown expiry: after every known one
         due.sort(key=lambda d: d.expires or far)
@@ -244,9 +243,9 @@ class Batch:
             self.gate.release()
         log.warning(
             "stopping: no new devices; in-flight ones have %.0fs to finish",
-            self.config.grace_seconds,
+            self.config.limits.grace_seconds,
         )
-        await asyncio.sleep(self.config.grace_seconds)
+        await asyncio.sleep(self.config.limits.grace_seconds)
         for task in workers:
             task.cancel()
 
@@ -274,8 +273,7 @@ class Batch:
         if (
             device is not None
             and outcome.status is Status.FAILED
-            and outcome.error_class is not None
-            and is_retryable(outcome.error_class)
+            and reruns(outcome.error_class)
         ):
             self.tally.retry.append(device)
 
@@ -303,7 +301,8 @@ class Batch:
         """Whether the bundle holds the journal's certificate (bundles are not fsynced: a power
         cut may leave a file empty)."""
         try:
-            written = read_bundle_file(self.config.out_dir, bundle_path, "cert.pem").decode()
+            out_dir = self.config.outputs.out_dir
+            written = read_bundle_file(out_dir, bundle_path, "cert.pem").decode()
         except (OSError, UnsafePathError, UnicodeDecodeError):
             return False
         return written.strip() == cert_pem.strip()
@@ -312,7 +311,9 @@ class Batch:
         """Stop the run (exit 3) instead of burning through the fleet with the same failure."""
         if outcome.status not in (Status.FAILED, Status.RENEWED):
             return
-        tally, config = self.tally, self.config
+        if outcome.status is Status.FAILED and not counts_against_run(outcome.error_class):
+            return
+        tally, config = self.tally, self.config.limits
         tally.finished += 1
         if outcome.status is Status.RENEWED:
             tally.streak, tally.streak_class = 0, None
@@ -338,7 +339,7 @@ class Batch:
     def vanished(self) -> list[str]:
         """Devices the journal knows from earlier runs that this inventory no longer lists,
         named `org/identity` for the reader."""
-        shard = self.config.shard
+        shard = self.config.scope.shard
         return [
             shard_text(k) for k in self._index if in_shard(k, shard) and not self.deduper.seen(k)
         ]
@@ -364,4 +365,4 @@ def _take(rows: Iterator[Device | InvalidRow], n: int) -> list[Device | InvalidR
 
 
 def dry_run_outcome(device: Device) -> Outcome:
-    return device_outcome(device, Status.SKIPPED, note="dry run: would renew")
+    return Outcome.skipped(device, note="dry run: would renew")
