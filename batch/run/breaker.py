@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batch.config import RunConfig
 from batch.errors import AbortedError
 from batch.model import ErrorClass, Outcome, Status
 from batch.run.stream import Kind, Origin
@@ -19,6 +20,14 @@ class BreakerRule:
     after_failures: int  # consecutive failures of one class that are still tolerated
     failure_rate: float | None = None  # share of finished devices that may fail
     min_sample: int = 100  # finished devices before failure_rate applies
+
+    @classmethod
+    def of(cls, config: RunConfig) -> BreakerRule:
+        return cls(
+            after_failures=config.abort_after_failures,
+            failure_rate=config.abort_failure_rate,
+            min_sample=config.abort_min_sample,
+        )
 
 
 class Breaker:

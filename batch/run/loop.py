@@ -16,6 +16,7 @@ already arrived goes to a rescue file, see `batch.store.rescue`). After a refuse
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -34,6 +35,7 @@ from batch.run.canary import CanaryGate, CanaryRule
 from batch.run.intake import Intake, Queue, first_chunk
 from batch.run.progress import Progress
 from batch.run.result import Requests, RunResult, Totals
+from batch.run.stop import Stop
 from batch.run.stream import Kind, Origin, OutcomeStream, ReportRows, RetryList, Tally
 from batch.store.journal import Journal, JournalError
 
@@ -62,18 +64,12 @@ class RunLoop:
         self._tally = Tally()
         self._retry = RetryList()
         self._gate = CanaryGate(canary) if canary is not None and renewer is not None else None
-        self._stop = asyncio.Event()
-        self._stop_signal: signal.Signals | None = None
+        release = self._gate.release if self._gate is not None else None
+        self._stop = Stop(config.grace_seconds, on_stop=release)
         self._storage_error: StorageError | None = None  # the first write the storage refused
         self._aborted: str | None = None
-        self._deadline: asyncio.Timeout | None = None  # while workers run: the grace period
-        rule = BreakerRule(
-            after_failures=config.abort_after_failures,
-            failure_rate=config.abort_failure_rate,
-            min_sample=config.abort_min_sample,
-        )
         rows = ReportRows(writer, self._storage_failed)
-        breaker = Breaker(rule)  # last: the row that trips it is written and counted
+        breaker = Breaker(BreakerRule.of(config))  # last: the row that trips it is in the report
         self._stream = OutcomeStream(rows, progress, self._tally, self._retry, breaker)
         self._intake = Intake(
             config,
@@ -82,19 +78,15 @@ class RunLoop:
             gate=self._gate,
             stream=self._stream,
             tally=self._tally,
-            stop=self._stop,
+            stop=self._stop.event,
         )
-        self._timeline = Timeline(read=self._sample, clock=clock)
+        self._limiter = renewer.limiter if renewer is not None else None
+        read = functools.partial(_sample, self._tally, self._limiter)
+        self._timeline = Timeline(read=read, clock=clock)
 
     def stop(self, sig: signal.Signals | None = None) -> None:
-        """Take no new devices; those in flight get the grace period. A signal is remembered
-        (its exit code ends the run)."""
-        if sig is not None and self._stop_signal is None:
-            self._stop_signal = sig
-            log.warning("received %s", sig.name)
-        if not self._stop.is_set():
-            self._stop.set()
-            self._start_grace()
+        """Take no new devices; those in flight get the grace period (`batch.run.stop`)."""
+        self._stop(sig)
 
     async def run(self, rows: Iterator[Device | InvalidRow]) -> RunResult:
         """Run over every row (or until stopped or aborted); batch-level errors that leave
@@ -108,7 +100,7 @@ class RunLoop:
             # The whole file was read before anything was sent (`batch.run.setup`): only a file
             # changed during the run gets here. Once requests have gone out, exit 2 ("nothing
             # was sent") would be false: the run aborts (exit 3).
-            if Requests.of(self._limiter()).sent == 0:
+            if Requests.of(self._limiter).sent == 0:
                 raise InventoryError(str(_first(group))) from None
             reason = _first(group)
             self._aborted = f"the inventory became unreadable during the run: {reason}"
@@ -137,27 +129,10 @@ class RunLoop:
     ) -> None:
         """Intake and workers, until the inventory is done or the grace period ran out."""
         workers = self._config.workers if self._renewer is not None else 0
-        try:
-            async with asyncio.timeout(None) as self._deadline:
-                if self._stop.is_set():  # stopped before the workers started
-                    self._start_grace()
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._intake.produce(queue, first, rows))
-                    for _ in range(workers):
-                        tg.create_task(self._work(queue))
-        except TimeoutError:
-            pass  # the deadline cancelled what was still in flight: the next run resumes it
-        finally:
-            self._deadline = None
-
-    def _start_grace(self) -> None:
-        if self._deadline is None:  # the workers are done (or not started: see above)
-            return
-        if self._gate is not None:
-            self._gate.release()
-        grace = self._config.grace_seconds
-        log.warning("stopping: no new devices; in-flight ones have %.0fs to finish", grace)
-        self._deadline.reschedule(asyncio.get_running_loop().time() + grace)
+        async with self._stop.grace(), asyncio.TaskGroup() as tg:
+            tg.create_task(self._intake.produce(queue, first, rows))
+            for _ in range(workers):
+                tg.create_task(self._work(queue))
 
     async def _work(self, queue: Queue) -> None:
         assert self._renewer is not None
@@ -178,34 +153,33 @@ class RunLoop:
         if self._storage_error is None:
             self._storage_error = exc
             log.error("storage refused a write, stopping: %s", exc.message)
-        self.stop()
-
-    def _limiter(self) -> RateLimiter | None:
-        return self._renewer.limiter if self._renewer is not None else None
-
-    def _sample(self, at: float) -> Sample:
-        tally, requests = self._tally, Requests.of(self._limiter())
-        return Sample(
-            at=at,
-            finished=tally.finished,
-            renewed=tally.by_status[Status.RENEWED],
-            failed=tally.by_status[Status.FAILED],
-            requests=requests.sent,
-            throttled=requests.throttled,
-        )
+        self._stop()
 
     def _result(self) -> RunResult:
         return RunResult(
             totals=Totals.of(self._tally),
             retry=tuple(self._retry.devices),
             samples=tuple(self._timeline.samples),
-            requests=Requests.of(self._limiter()),
+            requests=Requests.of(self._limiter),
             ca_changes=self._renewer.ca_changes if self._renewer is not None else 0,
             vanished=tuple(self._intake.vanished()),
-            stop_signal=self._stop_signal,
+            stop_signal=self._stop.signal,
             aborted=self._aborted,
             storage_error=self._storage_error,
         )
+
+
+def _sample(tally: Tally, limiter: RateLimiter | None, at: float) -> Sample:
+    """The run's totals `at` seconds in, for the timeline."""
+    requests = Requests.of(limiter)
+    return Sample(
+        at=at,
+        finished=tally.finished,
+        renewed=tally.by_status[Status.RENEWED],
+        failed=tally.by_status[Status.FAILED],
+        requests=requests.sent,
+        throttled=requests.throttled,
+    )
 
 
 def _first(group: BaseExceptionGroup[E]) -> E:
