@@ -2,11 +2,13 @@
 
     job        run(config, clock=, sleep=, rng=) -> Summary: set up, run the loop, sum up
     setup      the checked inventory, endpoint, journal, renewer, report writer -> RunLoop
-    loop       RunLoop.run(rows) -> RunResult: intake, workers, the grace deadline on stop
-    intake     decide each row and feed the workers (canary, maintenance hold, resume)
+    loop       RunLoop.run(rows) -> RunResult (result): the intake and the workers
+    intake     decide each row and feed the workers (canary, maintenance, resume)
+    stop       SIGTERM/SIGINT or refused storage: no new devices, a grace deadline
     stream     one stream of outcomes and its subscribers: report rows, tally, retry list
     breaker    the circuit breaker, a subscriber that may stop the run
     finish     report.parquet, retry.csv, summary.json, report.html, metrics, notification
+    progress   the bar or log lines; canary: the first batch and its verdict
 
 The names below are imported when first used: `fleet-renew --help` and the commands that never
 run the job (plan, merge) do not pay the ~0.7 s of importing it.

@@ -92,21 +92,26 @@ class Intake:
             else:
                 self._stream.emit(decision, Origin(Kind.DECIDED))
         if held and not self._stop.is_set():
-            assert renewer is not None and config.due_rule is not None
-            due = await due_runs(
-                held,
-                renewer,
-                config.due_rule,
-                workers=config.workers,
-                stop=self._stop,
-                settle=self._settle,
-            )
-            for run in due:
-                await self._dispatch(run, queue)
+            await self._release_due(held, queue)
         if self._gate is not None and self._gate.pending is not None:
             await self._release_canary(queue)
         for _ in range(config.workers if renewer is not None else 0):
             await queue.put(None)
+
+    async def _release_due(self, held: list[Run], queue: Queue) -> None:
+        """Maintenance mode: dispatch the held devices that are due, soonest expiry first."""
+        config, renewer = self._config, self._renewer
+        assert renewer is not None and config.due_rule is not None
+        due = await due_runs(
+            held,
+            renewer,
+            config.due_rule,
+            workers=config.workers,
+            stop=self._stop,
+            settle=self._settle,
+        )
+        for run in due:
+            await self._dispatch(run, queue)
 
     def _settle(self, outcome: Outcome, device: Device) -> None:
         self._stream.emit(outcome, Origin(Kind.DECIDED, device))
