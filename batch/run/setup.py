@@ -49,7 +49,9 @@ class Timing:
     """The run's monotonic clock, sleep and RNG: the real ones, or a test's (`FakeClock`).
 
     They reach the rate limiter, the retries, the token refresh jitter, the progress line and
-    the timeline. The EnOS client keeps the wall clock: request signatures carry real time.
+    the timeline. The EnOS client keeps the wall clock: request signatures carry real time. The
+    progress and timeline tickers wake on the event loop's timer and read `clock`: on a fake
+    sleep, which returns at once, a ticker would spin and run the fake time away.
     """
 
     clock: Callable[[], float] = time.monotonic
