@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from batch.enos.errors import counts_against_run
 from batch.errors import AbortedError, UsageError
 from batch.model import Device, Outcome, Status
 from batch.plan.decide import Run
@@ -132,7 +133,7 @@ class CanaryGate:
         if device.key not in self.keys:
             return outcome
         self.finished += 1
-        self.failed += outcome.status is Status.FAILED
+        self.failed += outcome.status is Status.FAILED and counts_against_run(outcome.error_class)
         if self.finished == len(self.keys):
             self._done.set()
         return replace(outcome, canary=True)

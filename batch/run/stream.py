@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from batch.enos.errors import is_retryable
+from batch.enos.errors import reruns
 from batch.errors import StorageError
 from batch.model import Device, ErrorClass, Outcome, Status
 from batch.outputs.report import ReportWriter
@@ -97,16 +97,13 @@ class Tally:
 
 
 class RetryList:
-    """The devices that failed for a reason a rerun may cure: retry.csv."""
+    """The devices that failed for a reason a rerun takes up again (the POLICY table's
+    `rerun`): retry.csv."""
 
     def __init__(self) -> None:
         self.devices: list[Device] = []
 
     def on_outcome(self, outcome: Outcome, origin: Origin) -> None:
-        if (
-            origin.device is not None
-            and outcome.status is Status.FAILED
-            and outcome.error_class is not None
-            and is_retryable(outcome.error_class)
-        ):
+        failed = outcome.status is Status.FAILED
+        if origin.device is not None and failed and reruns(outcome.error_class):
             self.devices.append(origin.device)
