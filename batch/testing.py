@@ -22,7 +22,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, run_config
 from batch.enos.client import ClientConfig, EnosClient
 from batch.model import Device, Issued, KeyMode
 from batch.outputs.report import Summary
@@ -107,11 +107,11 @@ async def run_job(
     rng: random.Random | None = None,
     **options: Any,
 ) -> Result:
-    """Run the job against `sim`; `options` are RunConfig's, `clock`/`sleep`/`rng` go to
+    """Run the job against `sim`; `options` go to `run_config`, `clock`/`sleep`/`rng` to
     `batch.run.job.run` (a `batch.clock.FakeClock` makes its timings exact)."""
     options.setdefault("rate", 200)
     options.setdefault("progress", "off")
-    config = RunConfig(
+    config = run_config(
         inventory=inventory,
         out_dir=out,
         api_url=sim.url,

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import batch.run
 from batch.clock import FakeClock
 from batch.renew.retry import RetryPolicy
 from batch.testing import fleet, job
@@ -42,11 +39,3 @@ async def test_on_a_fake_clock_the_retry_backoff_is_the_devices_whole_time_exact
         assert result.summary.request_span_s == clock.now - start == pytest.approx(wait, rel=1e-12)
         waits.append(wait)
     assert waits[0] == waits[1]
-
-
-def test_the_run_package_names_its_api_and_imports_the_job_only_when_asked() -> None:
-    """`fleet-renew --help` imports batch.run (for the canary's option parser): not the job."""
-    assert all(getattr(batch.run, name) is not None for name in batch.run.__all__)
-    code = "import sys, batch.run.canary; print('batch.run.job' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"

@@ -19,7 +19,6 @@ from cryptography import x509
 
 from batch.enos.errors import redact
 from batch.model import ErrorClass, Issued, Outcome, Resolution, Status
-from batch.plan.decide import device_outcome
 from batch.renew.attempt import Attempt, elapsed_ms
 from batch.renew.keep import Keeper
 from batch.renew.reconcile import CaCache, Found
@@ -85,9 +84,8 @@ class Acceptor:
             # Stopped (the grace period ran out) or a bug while the certificate exists only
             # here: the journal still says INTENT, and a List without PEM would make the next
             # run renew again. Keep it first, unverified (the next run rewrites its bundle).
-            unverified = device_outcome(
+            unverified = Outcome.renewed(
                 a.device,
-                Status.RENEWED,
                 new_cert_sn=issued.cert_sn,
                 note="kept before its verification finished (the run stopped)",
             )
@@ -118,7 +116,7 @@ class Acceptor:
     ) -> Outcome:
         status = Status.RENEWED if verified.ok else Status.FAILED
         notes = [n for n in (a.note, "; ".join(verified.problems) or None) if n]
-        return device_outcome(
+        return Outcome.for_device(
             a.device,
             status,
             error_class=None if verified.ok else ErrorClass.VERIFICATION_FAILED,

@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from batch.config import DueRule
 from batch.enos.client import EnosClient
 from batch.enos.errors import EnosError, classify, follows_current
-from batch.model import CertRecord, Device, Follow, Outcome, Status
-from batch.plan.decide import device_outcome
+from batch.model import CertRecord, Device, Follow, Outcome
 from batch.renew.attempt import Attempt
 from batch.renew.due import Due, by_expiry, lookup, verdict_from_list
 from batch.renew.retry import Retrier
@@ -96,9 +95,8 @@ def follow(
         )
     if renew_current:
         return renew
-    return device_outcome(
+    return Outcome.skipped(
         device,
-        Status.SKIPPED,
         current_cert_sn=sn,
         not_after=expires,
         note=f"superseded: current certificate {sn} expires "

@@ -25,8 +25,7 @@ from cryptography import x509
 
 from batch.config import DueRule
 from batch.enos.client import EnosClient
-from batch.model import Device, ErrorClass, Follow, KeyMode, Outcome, Status
-from batch.plan.decide import device_outcome
+from batch.model import Device, ErrorClass, Follow, KeyMode, Outcome
 from batch.renew import keys
 from batch.renew.accept import Acceptor
 from batch.renew.attempt import Attempt, Sender
@@ -121,8 +120,8 @@ class Renewer:
         try:
             material = await self._material(device, entry)
         except keys.CsrError as exc:
-            return device_outcome(
-                device, Status.INVALID, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
+            return Outcome.invalid(
+                device, error_class=ErrorClass.INVALID_INPUT, error_message=str(exc)
             )
         attempt = Attempt(
             device=device,

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from batch.enos.errors import EnosError, failed_class, reruns
-from batch.model import Outcome, Status
-from batch.plan.decide import device_outcome
+from batch.model import Outcome
 from batch.renew.attempt import Attempt, elapsed_ms
 from batch.renew.validity import too_long_advice
 from batch.store.journal import Journal
@@ -37,9 +36,8 @@ class Failures:
     async def failed(self, a: Attempt, exc: EnosError) -> Outcome:
         """The outcome of a device whose last attempt failed with `exc`."""
         advice = too_long_advice(str(exc), a.requested_days)
-        outcome = device_outcome(
+        outcome = Outcome.failed(
             a.device,
-            Status.FAILED,
             error_class=failed_class(exc, ambiguous=a.ambiguous),
             error_code=exc.code if exc.code is not None else exc.http_status,
             error_message=advice or a.advice or str(exc),

@@ -20,7 +20,6 @@ from pathlib import Path
 from batch import storage
 from batch.errors import StorageError
 from batch.model import Device, ErrorClass, Outcome, Resolution, Status
-from batch.plan.decide import device_outcome
 from batch.renew.attempt import elapsed_ms
 from batch.renew.tick import TickBatcher
 from batch.store import rescue
@@ -133,7 +132,7 @@ class Keeper:
     async def rebundle(self, device: Device, entry: Entry, started: float) -> Outcome:
         """The journal holds an issued certificate whose bundle was never written: write it."""
         assert entry.cert_pem is not None and entry.ca_pem is not None
-        earlier = entry.outcome or device_outcome(device, Status.RENEWED)
+        earlier = entry.outcome or Outcome.renewed(device)
         outcome = replace(
             earlier,
             row=device.row,

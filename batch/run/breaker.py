@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batch.config import RunConfig
+from batch.config import Limits
 from batch.enos.errors import counts_against_run
 from batch.errors import AbortedError
 from batch.model import ErrorClass, Outcome, Status
@@ -24,11 +24,11 @@ class BreakerRule:
     min_sample: int = 100  # finished devices before failure_rate applies
 
     @classmethod
-    def of(cls, config: RunConfig) -> BreakerRule:
+    def of(cls, limits: Limits) -> BreakerRule:
         return cls(
-            after_failures=config.abort_after_failures,
-            failure_rate=config.abort_failure_rate,
-            min_sample=config.abort_min_sample,
+            after_failures=limits.abort_after_failures,
+            failure_rate=limits.abort_failure_rate,
+            min_sample=limits.abort_min_sample,
         )
 
 

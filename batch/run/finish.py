@@ -47,10 +47,11 @@ def summarise(
 ) -> report.Summary:
     """Parquet copy, retry list and summary.json, however the run ended."""
     totals, requests = result.totals, result.requests
+    out_dir = config.outputs.out_dir
     os.sync()  # bundles are written without fsync each (the journal is the durable record)
-    writes.attempt(report.REPORT_PARQUET, lambda: report.finish_reports(config.out_dir))
+    writes.attempt(report.REPORT_PARQUET, lambda: report.finish_reports(out_dir))
     retry = result.retry
-    writes.attempt(report.RETRY_CSV, lambda: report.write_retry_csv(config.out_dir, retry))
+    writes.attempt(report.RETRY_CSV, lambda: report.write_retry_csv(out_dir, retry))
     if writes.failure is not None:
         exit_code = writes.failure.exit_code
     elif result.stop_signal is not None:
@@ -65,10 +66,10 @@ def summarise(
         request_span_s=requests.span_s,
         started=started,
         finished=datetime.now(UTC),
-        configured_rate=config.rate,
+        configured_rate=config.limits.rate,
         exit_code=exit_code,
         aborted_reason=result.aborted,
-        sandbox=config.sandbox,
+        sandbox=config.endpoint.sandbox,
         extra={
             "campaign": {status.value: n for status, n in totals.campaign.items()},
             "outOfShard": totals.out_of_shard,
@@ -81,8 +82,8 @@ def summarise(
             "storageError": writes.failure.message if writes.failure else None,
         },
     )
-    writes.attempt(report.SUMMARY_JSON, lambda: report.write_summary(config.out_dir, summary))
-    next_inventory.write_for_run(config, config.out_dir / report.REPORT_PARQUET)
+    writes.attempt(report.SUMMARY_JSON, lambda: report.write_summary(out_dir, summary))
+    next_inventory.write_for_run(config.scope, out_dir, out_dir / report.REPORT_PARQUET)
     return summary
 
 
@@ -90,16 +91,17 @@ async def publish(
     config: RunConfig, summary: report.Summary, result: RunResult, writes: Writes
 ) -> None:
     """report.html, metrics.prom and the notification, once the summary is written."""
-    if (config.out_dir / report.REPORT_PARQUET).exists():
+    out_dir = config.outputs.out_dir
+    if (out_dir / report.REPORT_PARQUET).exists():
         # Charts take a second or more for a large report: keep them off the event loop.
         samples = result.samples
         await asyncio.to_thread(
             writes.attempt,
             "report.html",
-            lambda: html_report.write_html_report(config.out_dir, summary, samples),
+            lambda: html_report.write_html_report(out_dir, summary, samples),
         )
-        writes.attempt("metrics.prom", lambda: metrics.write_metrics(config.out_dir, summary))
+        writes.attempt("metrics.prom", lambda: metrics.write_metrics(out_dir, summary))
     else:
         log.error("report.html and metrics.prom not written: they are made from report.parquet")
-    if config.notify_url:
-        await notify.notify(config.notify_url, summary)  # a failure is logged, never fatal
+    if config.outputs.notify_url:
+        await notify.notify(config.outputs.notify_url, summary)  # a failure is logged, never fatal

@@ -21,7 +21,6 @@ from batch.plan.decide import (
     Resume,
     Run,
     decide,
-    device_outcome,
     in_shard,
     resumed_outcome,
 )
@@ -74,14 +73,14 @@ class Intake:
             decision = decide(
                 item,
                 deduper=self._deduper,
-                shard=config.shard,
+                shard=config.scope.shard,
                 journal_index=self._index,
-                retry_failed=config.retry_failed,
+                retry_failed=config.scope.retry_failed,
             )
             if isinstance(decision, Run):
                 if renewer is None:
                     self._stream.emit(dry_run_outcome(decision.device), Origin(Kind.DECIDED))
-                elif config.due_rule is not None and decision.prior is None:
+                elif config.scope.due_rule is not None and decision.prior is None:
                     held.append(decision)
                 else:
                     await self._dispatch(decision, queue)
@@ -95,18 +94,18 @@ class Intake:
             await self._release_due(held, queue)
         if self._gate is not None and self._gate.pending is not None:
             await self._release_canary(queue)
-        for _ in range(config.workers if renewer is not None else 0):
+        for _ in range(config.limits.workers if renewer is not None else 0):
             await queue.put(None)
 
     async def _release_due(self, held: list[Run], queue: Queue) -> None:
         """Maintenance mode: dispatch the held devices that are due, soonest expiry first."""
         config, renewer = self._config, self._renewer
-        assert renewer is not None and config.due_rule is not None
+        assert renewer is not None and config.scope.due_rule is not None
         due = await due_runs(
             held,
             renewer,
-            config.due_rule,
-            workers=config.workers,
+            config.scope.due_rule,
+            workers=config.limits.workers,
             stop=self._stop,
             settle=self._settle,
         )
@@ -141,7 +140,7 @@ class Intake:
             entry is not None
             and entry.cert_pem
             and bundle
-            and not has_bundle(self._config.out_dir, bundle, entry.cert_pem)
+            and not has_bundle(self._config.outputs.out_dir, bundle, entry.cert_pem)
         ):
             await queue.put(Run(device, State.BUNDLED))  # the renewer rewrites it from the journal
             return
@@ -152,7 +151,7 @@ class Intake:
     def vanished(self) -> list[str]:
         """Devices the journal knows from earlier runs that this inventory no longer lists,
         named `org/identity` for the reader."""
-        shard = self._config.shard
+        shard = self._config.scope.shard
         return [
             shard_text(k) for k in self._index if in_shard(k, shard) and not self._deduper.seen(k)
         ]
@@ -192,4 +191,4 @@ def _take(rows: Iterator[Device | InvalidRow], n: int) -> list[Device | InvalidR
 
 
 def dry_run_outcome(device: Device) -> Outcome:
-    return device_outcome(device, Status.SKIPPED, note="dry run: would renew")
+    return Outcome.skipped(device, note="dry run: would renew")

@@ -52,16 +52,17 @@ async def run(
     rows, fingerprint, total_rows = setup.open_inventory(config)
     with contextlib.ExitStack() as claims:
         # Held until the last output is written: no other command writes into this --out.
-        claims.enter_context(OutDir.claim(config.out_dir))
+        claims.enter_context(OutDir.claim(config.outputs.out_dir))
         if config.dry_run:  # its own folder: a dry run never replaces a campaign's outputs
-            config = dataclasses.replace(config, out_dir=output_folder(config))
-            claims.enter_context(OutDir.claim(config.out_dir))
+            outputs = dataclasses.replace(config.outputs, out_dir=output_folder(config))
+            config = dataclasses.replace(config, outputs=outputs)
+            claims.enter_context(OutDir.claim(outputs.out_dir))
         return await _run_claimed(config, rows, fingerprint, total_rows, started, timing)
 
 
 def output_folder(config: RunConfig) -> Path:
     """Where the run's report and summary go: --out, or --out/dry-run/ for a dry run."""
-    return config.out_dir / DRY_RUN_DIR if config.dry_run else config.out_dir
+    return config.outputs.out_dir / DRY_RUN_DIR if config.dry_run else config.outputs.out_dir
 
 
 async def _run_claimed(

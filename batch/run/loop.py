@@ -65,11 +65,11 @@ class RunLoop:
         self._retry = RetryList()
         self._gate = CanaryGate(canary) if canary is not None and renewer is not None else None
         release = self._gate.release if self._gate is not None else None
-        self._stop = Stop(config.grace_seconds, on_stop=release)
+        self._stop = Stop(config.limits.grace_seconds, on_stop=release)
         self._storage_error: StorageError | None = None  # the first write the storage refused
         self._aborted: str | None = None
         rows = ReportRows(writer, self._storage_failed)
-        breaker = Breaker(BreakerRule.of(config))  # last: the row that trips it is in the report
+        breaker = Breaker(BreakerRule.of(config.limits))  # last: the row tripping it is reported
         self._stream = OutcomeStream(rows, progress, self._tally, self._retry, breaker)
         self._intake = Intake(
             config,
@@ -113,7 +113,7 @@ class RunLoop:
 
     async def _run(self, rows: Iterator[Device | InvalidRow]) -> None:
         first = await first_chunk(rows)
-        queue: Queue = asyncio.Queue(maxsize=self._config.workers * 2)
+        queue: Queue = asyncio.Queue(maxsize=self._config.limits.workers * 2)
         async with asyncio.TaskGroup() as outer:
             ticker = outer.create_task(self._progress.log_periodically())
             sampler = outer.create_task(self._timeline.sample_periodically())
@@ -128,7 +128,7 @@ class RunLoop:
         self, queue: Queue, first: list[Device | InvalidRow], rows: Iterator[Device | InvalidRow]
     ) -> None:
         """Intake and workers, until the inventory is done or the grace period ran out."""
-        workers = self._config.workers if self._renewer is not None else 0
+        workers = self._config.limits.workers if self._renewer is not None else 0
         async with self._stop.grace(), asyncio.TaskGroup() as tg:
             tg.create_task(self._intake.produce(queue, first, rows))
             for _ in range(workers):
