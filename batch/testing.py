@@ -7,9 +7,12 @@ simulator with the same devices, runs `batch.run.job.run` against it and reads t
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import random
 import stat
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,7 +97,18 @@ async def simulator(
         yield sim
 
 
-async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: Any) -> Result:
+async def run_job(
+    sim: RunningSimulator,
+    inventory: Path,
+    out: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    **options: Any,
+) -> Result:
+    """Run the job against `sim`; `options` go to `run_config`, `clock`/`sleep`/`rng` to
+    `batch.run.job.run` (a `batch.clock.FakeClock` makes its timings exact)."""
     options.setdefault("rate", 200)
     options.setdefault("progress", "off")
     config = run_config(
@@ -104,7 +118,7 @@ async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: 
         credentials=Credentials(app_key=KEY, app_secret=SECRET),
         **options,
     )
-    summary = await run(config)
+    summary = await run(config, clock=clock, sleep=sleep, rng=rng)
     return Result(summary, read_csv(output_folder(config) / "report.csv"), out, sim)
 
 
