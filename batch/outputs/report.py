@@ -1,7 +1,9 @@
 """The run's outputs besides bundles: report.csv/.parquet, summary.json and retry.csv.
 
 `ReportWriter` appends one CSV row per finished inventory row and flushes it at once, so a run
-killed with SIGKILL keeps every row it finished (the rows are in the kernel, not our buffer).
+killed with SIGKILL keeps every row it finished (the rows are in the kernel, not our buffer);
+the run loop flushes once per event-loop tick instead (`write(flush=False)`, then `flush()`),
+so a kill loses at most the rows of one tick, which the journal gives back on the rerun.
 Measured on the shared 2-core dev machine, 100,000 rows: 2.46 s flushing every row against
 2.36 s flushing never (best of 4; ~25 µs a row, nearly all formatting, ~1 µs the flush): nothing
 next to renewals at 200/s, so every row is flushed.
@@ -169,13 +171,15 @@ class ReportWriter:
                 with contextlib.suppress(OSError):  # rows that could not be written are lost
                     stream.close()  # here, not in the journal: the rerun writes them again
 
-    def write(self, outcome: Outcome) -> None:
-        """Append one row and hand it to the kernel at once (a kill loses none)."""
+    def write(self, outcome: Outcome, *, flush: bool = True) -> None:
+        """Append one row and hand it to the kernel at once (a kill loses none); with
+        `flush=False` the caller hands rows over with `flush()` (e.g. once per loop tick)."""
         if self._stream is None or self._writer is None:
             raise RuntimeError("ReportWriter.write() outside its `with` block")
         try:  # not `storage.translated`: this runs for every row, and a try costs nothing
             self._writer.writerow(report_cells(outcome))
-            self._stream.flush()
+            if flush:
+                self._stream.flush()
         except OSError as exc:
             if not storage.is_storage_error(exc):
                 raise
@@ -184,6 +188,17 @@ class ReportWriter:
         self._by_status[outcome.status] += 1
         if outcome.error_class is not None:
             self._by_class[outcome.error_class] += 1
+
+    def flush(self) -> None:
+        """Hand the rows written so far to the kernel (nothing to do once closed)."""
+        if self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            if not storage.is_storage_error(exc):
+                raise
+            raise storage.storage_error(exc, f"cannot write {self.path}") from exc
 
     @property
     def counts_by_status(self) -> dict[Status, int]:

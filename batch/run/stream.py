@@ -9,6 +9,7 @@ stop the run: the row that trips it is in the report and counted like any other.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import Counter
 from collections.abc import Callable
@@ -62,10 +63,28 @@ class ReportRows:
     def __init__(self, writer: ReportWriter, refused: Callable[[StorageError], None]) -> None:
         self._writer = writer
         self._refused = refused
+        self._flush_due = False
 
     def on_outcome(self, outcome: Outcome, origin: Origin) -> None:
+        # The rows of one event-loop tick go to the kernel in one flush (one write call, not
+        # one per row): a kill loses at most that tick's rows, and the rerun reports them again.
         try:
-            self._writer.write(outcome)
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        try:
+            self._writer.write(outcome, flush=loop is None)
+        except StorageError as exc:
+            self._refused(exc)
+            return
+        if loop is not None and not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        try:
+            self._writer.flush()
         except StorageError as exc:
             self._refused(exc)
 
