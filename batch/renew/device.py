@@ -55,6 +55,7 @@ from batch.plan.decide import device_outcome
 from batch.renew import keys
 from batch.renew.current import NO_LONGER_VALID, current_certificate, follow
 from batch.renew.due import lookup
+from batch.renew.keypool import KeyPool
 from batch.renew.keys import KeyMaterial
 from batch.renew.limiter import RateLimiter
 from batch.renew.reconcile import CaCache, Found, reconcile
@@ -100,6 +101,7 @@ class Renewer:
     # Signature checks; None: key_pool. Their own thread keeps them from queueing behind key
     # generations (RSA-2048: ~36 ms each, a hundred queued), which held back every answer.
     check_pool: Executor | None = None
+    keys_ahead: KeyPool | None = None  # generated keys from worker processes (keypool.py)
     bundles: TickBatcher = field(init=False)  # bundle writes: one file_pool hand-off per tick
     checks: TickBatcher = field(init=False)  # verifications: one check_pool hand-off per tick
 
@@ -152,6 +154,8 @@ class Renewer:
                 raise keys.CsrError("key mode csr-column needs a csrPath for this device")
             return await loop.run_in_executor(self.key_pool, keys.load_csr_file, device.csr_path)
         subject = keys.subject_for(device)
+        if self.keys_ahead is not None:
+            return await self.keys_ahead.take(subject)
         return await loop.run_in_executor(self.key_pool, keys.generate, self.key_mode, subject)
 
     async def _attempts(self, a: _Attempt) -> Outcome:
