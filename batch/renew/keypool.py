@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 _REQUEST = b"k"  # one byte asks a worker for the key it has ready
 _END = b"-----END PRIVATE KEY-----\n"  # the end of one PKCS#8 PEM answer
 CLOSE_TIMEOUT_S = 2.0  # a worker's last key takes at most a few tenths of a second
+# A worker runs this very `batch` (-P: not one in the current folder), whatever sys.path it has.
+_ROOT = str(Path(__file__).resolve().parents[2])
+_WORKER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from batch.renew.keyworker import main;"
+    " sys.exit(main(sys.argv[2]))"
+)
 
 
 def pool_size() -> int:
@@ -117,24 +123,21 @@ class KeyPool:
             raise
 
     async def _start(self, workers: int) -> None:
-        # -P and PYTHONPATH: the worker imports this very `batch`, never one in its cwd.
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, _pythonpath())))}
         for _ in range(workers):
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",
-                "-m",
-                "batch.renew.keyworker",
-                self._mode.value,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=env,
-            )
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-P", "-c", _WORKER, _ROOT, self._mode.value,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+            except OSError as exc:  # no process to be had (limits): keys from the fallback
+                log.warning("cannot start a key worker process: %s", exc.strerror or exc)
+                break
             worker = _Worker(process)
             self._workers.append(worker)
             self._idle.put_nowait(worker)
             self._alive += 1
+        if self._alive == 0:
+            self._idle.put_nowait(None)
 
     async def _next_key(self) -> bytes | None:
         """The PEM of a worker's next key, or None when no worker is left."""
@@ -177,7 +180,3 @@ class KeyPool:
         )
         if self._alive == 0:
             self._idle.put_nowait(None)
-
-
-def _pythonpath() -> str:
-    return os.environ.get("PYTHONPATH", "")

@@ -1,6 +1,6 @@
 """A key worker process: generates private keys one ahead, hands each over on request.
 
-Run by `batch.renew.keypool` as `python -P -m batch.renew.keyworker MODE`. It speaks through
+Started by `batch.renew.keypool` (`main(MODE)` in a new Python process). It speaks through
 its standard streams: it generates a key, waits for one request byte on stdin, writes that key
 (unencrypted PKCS#8 PEM) to stdout, and generates the next. So it holds at most one key nobody
 asked for, in its own memory only; nothing is written to disk, and when stdin closes (the pool
@@ -32,14 +32,14 @@ def serve(mode: KeyMode, requests: int, replies: int) -> None:
             view = view[os.write(replies, view) :]
 
 
-def main(argv: list[str]) -> int:
+def main(mode: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # BrokenPipeError: the job is gone; the key it did not take goes with this process.
     with contextlib.suppress(BrokenPipeError):
-        serve(KeyMode(argv[1]), sys.stdin.fileno(), sys.stdout.fileno())
+        serve(KeyMode(mode), sys.stdin.fileno(), sys.stdout.fileno())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv[1]))

@@ -53,7 +53,9 @@ class CertificateService:
         self._fleet = fleet
         self._clock = clock
         self._params = Params(config)
-        self._issuer = Issuer(fleet, authorities, config, clock)
+        self._issuer = Issuer(
+            fleet, authorities, clock=clock, list_includes_pem=config.list_includes_pem
+        )
 
     # -- the four actions -------------------------------------------------------------------
 

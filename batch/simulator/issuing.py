@@ -22,7 +22,6 @@ from batch.simulator.ca import (
     check_csr,
     load_csr,
 )
-from batch.simulator.config import SimulatorConfig
 from batch.simulator.failures import invalid
 from batch.simulator.fleet import CertEntry, CertStatus, Fleet, SimDevice
 
@@ -33,14 +32,13 @@ class Issuer:
     def __init__(
         self,
         fleet: Fleet,
-        authorities: Mapping[Authority, CertificateAuthority],
-        config: SimulatorConfig,
+        cas: Mapping[Authority, CertificateAuthority],
+        *,
         clock: Callable[[], datetime],
+        list_includes_pem: bool,
     ) -> None:
-        self._fleet = fleet
-        self._cas = authorities
-        self._config = config
-        self._clock = clock
+        self._fleet, self._cas, self._clock = fleet, cas, clock
+        self._list_includes_pem = list_includes_pem  # List with PEMs (the documented: serials)
 
     @staticmethod
     def from_csr(csr_pem: object, authority: Authority) -> tuple[x509.Name, PublicKey, Authority]:
@@ -106,7 +104,7 @@ class Issuer:
         status = entry.status_at(now)
         detail: dict[str, object] = {
             "certSN": str(entry.serial),
-            "cert": self._pem_of(entry) if self._config.list_includes_pem else str(entry.serial),
+            "cert": self._pem_of(entry) if self._list_includes_pem else str(entry.serial),
             "certStatus": int(status),
             "issuer": ca.issuer_text,
             "subject": _name_text(entry.subject_name()),
