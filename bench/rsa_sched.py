@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import harness as h
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+KEYS = 60  # keys generated alone after the run, for the CPU of one key
 Sample = tuple[float, int, dict[str, tuple[int, int]]]
 
 
@@ -79,17 +81,26 @@ def summarise(samples: list[Sample], devices: int, wall_s: float) -> None:
     rate = (last[1] - first[1]) / (last[0] - first[0])
     print(f"steady window {first[0]:.1f}-{last[0]:.1f} s, {rate:.1f} renewals/s "
           f"(run {wall_s:.1f} s, {devices} devices); per thread, share of the window:")
-    print(f"  {'thread':28} {'running':>8} {'waiting core':>13} {'asleep':>7}")
+    print(f"  {'thread':24} {'running':>8} {'waiting core':>13} {'asleep':>7} {'ms/renewal':>11}")
     rows = []
+    renewals = last[1] - first[1]
     for name, (run1, wait1) in last[2].items():
         run0, wait0 = first[2].get(name, (0, 0))
         running, waiting = (run1 - run0) / dt_ns, (wait1 - wait0) / dt_ns
         if running > 0.01:
             rows.append((running, waiting, name))
     for running, waiting, name in sorted(rows, reverse=True):
-        print(f"  {name:28} {running:8.2f} {waiting:13.2f} {1 - running - waiting:7.2f}")
+        per = running * dt_ns / 1e6 / renewals
+        asleep = 1 - running - waiting
+        print(f"  {name:24} {running:8.2f} {waiting:13.2f} {asleep:7.2f} {per:11.2f}")
     total = sum(r for r, _, _ in rows)
-    print(f"  cores busy (all listed threads): {total:.2f}")
+    print(f"  cores busy (all listed threads): {total:.2f}; CPU per renewal, all of them:"
+          f" {total * dt_ns / 1e6 / renewals:.2f} ms")
+    started = time.process_time()
+    for _ in range(KEYS):
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    print(f"  one RSA-2048 key, one thread alone (this process, {KEYS} keys): "
+          f"{(time.process_time() - started) / KEYS * 1000:.2f} ms of CPU")
 
 
 def main() -> None:
