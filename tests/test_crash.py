@@ -406,7 +406,7 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_rsa_key_workers_end_with_the_job_however_it_stops(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
