@@ -2,16 +2,25 @@
 
 A row of the inventory becomes a `Device` (or an `InvalidRow`); a device ends as exactly one
 `Outcome`, which is one row of the report.
+
+Outcomes are made by their named constructors (`Outcome.renewed`, `.failed`, `.invalid`,
+`.skipped`) and turned into JSON by one serialiser, `Outcome.to_json` (`json_value` per value):
+the journal, report.csv/.parquet and summary.json all render values through it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any, Protocol, overload
 
 
 class Status(enum.StrEnum):
@@ -237,18 +246,136 @@ class Outcome:
     canary: bool | None = None  # renewed in the canary batch (--canary)
     note: str | None = None
 
+    # -- named constructors: how every stage makes a device's Outcome ---------------------
+
+    @classmethod
+    def for_device(cls, device: Device, status: Status, **fields: Any) -> Outcome:
+        """An Outcome carrying the device's identifying columns and the certSn it was given."""
+        return cls(
+            row=device.row,
+            status=status,
+            org_id=device.org_id,
+            asset_id=device.asset_id,
+            product_key=device.product_key,
+            device_key=device.device_key,
+            old_cert_sn=device.cert_sn,
+            **fields,
+        )
+
+    @classmethod
+    def renewed(cls, device: Device, **fields: Any) -> Outcome:
+        return cls.for_device(device, Status.RENEWED, **fields)
+
+    @classmethod
+    def failed(
+        cls, device: Device, *, error_class: ErrorClass, error_message: str, **fields: Any
+    ) -> Outcome:
+        return cls.for_device(
+            device, Status.FAILED, error_class=error_class, error_message=error_message, **fields
+        )
+
+    @classmethod
+    def skipped(cls, device: Device, *, note: str, **fields: Any) -> Outcome:
+        return cls.for_device(device, Status.SKIPPED, note=note, **fields)
+
+    @overload
+    @classmethod
+    def invalid(cls, item: InvalidRow) -> Outcome: ...
+    @overload
+    @classmethod
+    def invalid(cls, item: Device, *, error_class: ErrorClass, error_message: str) -> Outcome: ...
+    @classmethod
+    def invalid(
+        cls,
+        item: Device | InvalidRow,
+        *,
+        error_class: ErrorClass | None = None,
+        error_message: str | None = None,
+    ) -> Outcome:
+        """A row not renewed because of its input: an unreadable row (its values as read, its
+        reason), or a readable device refused (a duplicate, an unusable CSR file)."""
+        if isinstance(item, Device):
+            return cls.for_device(
+                item, Status.INVALID, error_class=error_class, error_message=error_message
+            )
+        values = item.values
+        return cls(
+            row=item.row,
+            status=Status.INVALID,
+            org_id=values.get("orgId") or None,
+            asset_id=values.get("assetId") or None,
+            product_key=values.get("productKey") or None,
+            device_key=values.get("deviceKey") or None,
+            old_cert_sn=values.get("certSn") or None,
+            error_class=item.error_class,
+            error_message=item.reason,
+        )
+
+    # -- the one serialiser ---------------------------------------------------------------
+
+    def to_json(self, *, utc: bool = False) -> dict[str, Plain]:
+        """Every field by name, as JSON values (see `json_value`; `utc` as there)."""
+        return {name: json_value(getattr(self, name), utc=utc) for name in OUTCOME_FIELDS}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, object]) -> Outcome:
+        """The Outcome `to_json` (not `utc`) wrote, exactly; fields it lacks take defaults."""
+        hints = _outcome_hints()
+        values: dict[str, Any] = {
+            name: _typed(document[name], hints[name]) for name in OUTCOME_FIELDS if name in document
+        }
+        return cls(**values)
+
+
+OUTCOME_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Outcome))
+
+Plain = str | int | float | bool | None  # a JSON scalar
+_AS_IS = (str, int, bool, float, type(None))
+
+
+def json_value(value: object, *, utc: bool = False) -> Plain:
+    """A value as JSON: the one rule every output renders values by.
+
+    Enums by value; paths as text; times in ISO 8601, either exact (as given, offset kept or
+    naive: what the journal reads back) or, with `utc`, in UTC with "Z" as every report shows
+    them (a naive time taken as UTC, not local time). Anything else is a bug: TypeError.
+    """
+    if type(value) in _AS_IS:  # most values: nothing to convert
+        return typing.cast(Plain, value)
+    if isinstance(value, enum.Enum):
+        return typing.cast(Plain, value.value)
+    if isinstance(value, datetime):
+        return _utc_text(value) if utc else value.isoformat()
+    if isinstance(value, str | int | float):  # subclasses of the plain types
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"no JSON form for a value of type {type(value).__name__}")
+
+
+def _utc_text(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@functools.cache
+def _outcome_hints() -> dict[str, Any]:
+    return typing.get_type_hints(Outcome)
+
+
+def _typed(value: object, hint: object) -> object:
+    """A JSON value back as the field's type (an enum, a datetime, or as it is)."""
+    if value is None:
+        return None
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if isinstance(option, type) and issubclass(option, enum.Enum):
+            return option(value)
+        if option is datetime and isinstance(value, str):
+            return datetime.fromisoformat(value)
+    return value
+
 
 def invalid_outcome(invalid: InvalidRow) -> Outcome:
     """The report row of an inventory row that could not be read as a device."""
-    values = invalid.values
-    return Outcome(
-        row=invalid.row,
-        status=Status.INVALID,
-        org_id=values.get("orgId") or None,
-        asset_id=values.get("assetId") or None,
-        product_key=values.get("productKey") or None,
-        device_key=values.get("deviceKey") or None,
-        old_cert_sn=values.get("certSn") or None,
-        error_class=invalid.error_class,
-        error_message=invalid.reason,
-    )
+    return Outcome.invalid(invalid)

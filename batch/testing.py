@@ -7,9 +7,12 @@ simulator with the same devices, runs `batch.run.job.run` against it and reads t
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import random
 import stat
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +22,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, run_config
 from batch.enos.client import ClientConfig, EnosClient
 from batch.model import Device, Issued, KeyMode
 from batch.outputs.report import Summary
@@ -94,17 +97,28 @@ async def simulator(
         yield sim
 
 
-async def run_job(sim: RunningSimulator, inventory: Path, out: Path, **options: Any) -> Result:
+async def run_job(
+    sim: RunningSimulator,
+    inventory: Path,
+    out: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    **options: Any,
+) -> Result:
+    """Run the job against `sim`; `options` go to `run_config`, `clock`/`sleep`/`rng` to
+    `batch.run.job.run` (a `batch.clock.FakeClock` makes its timings exact)."""
     options.setdefault("rate", 200)
     options.setdefault("progress", "off")
-    config = RunConfig(
+    config = run_config(
         inventory=inventory,
         out_dir=out,
         api_url=sim.url,
         credentials=Credentials(app_key=KEY, app_secret=SECRET),
         **options,
     )
-    summary = await run(config)
+    summary = await run(config, clock=clock, sleep=sleep, rng=rng)
     return Result(summary, read_csv(output_folder(config) / "report.csv"), out, sim)
 
 

@@ -67,6 +67,15 @@ def test_no_api_url_and_no_sandbox_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_canary_is_refused_before_out_is_touched(tmp_path: Path) -> None:
+    # It was checked only once the rows were counted: after the sandbox started and the
+    # journal was created in --out.
+    result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out", "--sandbox", "--canary", "ten")
+    assert result.returncode == 2
+    assert "--canary must be a number of devices or a share like 2%" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_inventory_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     result = fleet_renew("run", tmp_path / "nope.csv", "--out", tmp_path / "out", "--sandbox")
     assert result.returncode == 2
@@ -155,6 +164,20 @@ def test_plan_counts_without_renewing(tmp_path: Path) -> None:
     assert "invalid rows: 2" in result.stdout
     assert "duplicate devices: 1" in result.stdout
     assert "estimated duration at 10 requests/s: 0m 03s" in result.stdout
+
+
+def test_plan_refuses_the_settings_a_run_would_refuse(tmp_path: Path) -> None:
+    # A saved plan is a promise a run must be able to keep; --rate 0 used to crash the estimate.
+    for option, value, message in [
+        ("--rate", "0", "--rate must be positive"),
+        ("--valid-days", "0", "--valid-days must be between 1 and 36500"),
+        ("--renew-at-fraction", "1.5", "--renew-at-fraction must be between 0 and 1"),
+    ]:
+        plan = tmp_path / f"{option}.json"
+        result = fleet_renew("plan", SAMPLE, option, value, "--save", plan)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not plan.exists()
 
 
 @pytest.mark.parametrize("shards", [3])

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from batch.config import (
+    OWN_OPTIONS,
+    PARTS,
     Credentials,
+    DueRule,
     RunConfig,
     Shard,
     credentials_from_env,
     pkcs12_passphrase_from_env,
+    run_config,
 )
 from batch.errors import UsageError
+from batch.model import KeyMode
 
 
 def _config(**kw: object) -> RunConfig:
     base: dict[str, object] = {"inventory": Path("i.csv"), "out_dir": Path("o"), "sandbox": True}
     base.update(kw)
-    return RunConfig(**base)  # type: ignore[arg-type]
+    return run_config(**base)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +68,8 @@ def test_shard_parsing() -> None:
 
 
 def test_due_rule_only_in_maintenance_mode() -> None:
-    assert _config().due_rule is None
-    rule = _config(renew_within=30).due_rule
+    assert _config().scope.due_rule is None
+    rule = _config(renew_within=30).scope.due_rule
     assert rule is not None and rule.within_days == 30
 
 
@@ -71,5 +77,24 @@ def test_due_rule_only_in_maintenance_mode() -> None:
     ("rate", "workers"), [(10, 32), (128, 32), (250, 63), (500, 125), (1000, 128), (100_000, 128)]
 )
 def test_workers_follow_the_rate_unless_concurrency_is_given(rate: float, workers: int) -> None:
-    assert _config(rate=rate).workers == workers
-    assert _config(rate=rate, concurrency=7).workers == 7
+    assert _config(rate=rate).limits.workers == workers
+    assert _config(rate=rate, concurrency=7).limits.workers == 7
+
+
+def test_flat_options_go_to_the_part_that_names_them() -> None:
+    config = _config(
+        rate=5, key_mode=KeyMode.EC256, renew_within=3, notify_url="https://n", dry_run=True
+    )
+    assert (config.limits.rate, config.keys.key_mode) == (5, KeyMode.EC256)
+    assert config.scope.due_rule == DueRule(within_days=3)
+    assert (config.outputs.notify_url, config.outputs.out_dir) == ("https://n", Path("o"))
+    assert config.endpoint.sandbox and config.dry_run
+    with pytest.raises(TypeError, match="unexpected options: rat"):
+        _config(rat=5)  # a misspelt option is an error, not a default
+
+
+def test_every_flat_option_names_exactly_one_field() -> None:
+    names = [f.name for part in PARTS for f in fields(part)] + list(OWN_OPTIONS)
+    assert len(names) == len(set(names))  # otherwise one value would land in two parts
+    own = {f.name for f in fields(RunConfig)} - {"scope", "keys", "limits", "outputs", "endpoint"}
+    assert own == set(OWN_OPTIONS)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from batch.config import parse_share, run_config
 from batch.errors import UsageError
 from batch.inventory.read import inventory_fingerprint
 from batch.model import KeyMode
 from batch.plan.preview import late_devices
 from batch.plan.saved import check_plan, plan_options, save_plan
-from batch.run.canary import CanaryRule, canary_size, parse_share, spread, verdict
+from batch.run.canary import CanaryRule, canary_size, spread, verdict
 from batch.testing import ORG, job, run_job, simulator, write_inventory
 
 
@@ -109,7 +110,8 @@ def _scope(**changes: object) -> dict[str, str | None]:
         "renew_at_fraction": None,
     }
     base.update(changes)
-    return plan_options(**base)  # type: ignore[arg-type]
+    config = run_config(inventory=Path("i.csv"), out_dir=Path("o"), sandbox=True, **base)
+    return plan_options(config.scope, config.keys)
 
 
 async def test_a_saved_plan_is_honoured_and_a_changed_one_refused(tmp_path: Path) -> None:

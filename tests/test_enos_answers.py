@@ -14,6 +14,7 @@ from batch.enos.answers import (
     parse_retry_after,
     says_token_expired,
     status_error,
+    token_refusal,
 )
 from batch.enos.errors import (
     ApiError,
@@ -22,6 +23,7 @@ from batch.enos.errors import (
     MalformedResponse,
     ThrottledError,
 )
+from batch.model import ErrorClass
 
 NOW = 1_700_000_000.0
 
@@ -191,3 +193,22 @@ def test_unusable_lists_are_malformed(data: object) -> None:
 
 def test_null_list_is_empty() -> None:
     assert parse_cert_records(None) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "raw", "refused"),
+    [
+        (401, body({"message": "Invalid authentication credentials"}), True),
+        (401, b"not json", True),
+        (200, body({"code": 1203, "msg": "token expired"}), True),
+        (200, body({"code": 1202, "msg": "token invalid"}), False),  # only 1203 in an envelope
+        (403, body({"message": "forbidden"}), False),
+        (500, body({"status": 1203}), False),
+        (200, body({"code": 0, "data": None}), False),
+    ],
+)
+def test_an_answer_refusing_the_token_is_an_auth_refusal(
+    status: int, raw: bytes, refused: bool
+) -> None:
+    # The class POLICY's fresh_token column is asked about (batch.enos.client).
+    assert token_refusal(status, raw) is (ErrorClass.AUTH if refused else None)

@@ -18,12 +18,19 @@ from batch.enos.errors import (
     TokenRejected,
     TokenServiceError,
     TransportError,
+    abort_reason,
     classify,
     classify_code,
     classify_http_status,
+    counts_against_run,
+    failed_class,
+    follows_current,
     is_retryable,
     may_have_taken_effect,
     redact,
+    reruns,
+    slows_down,
+    wants_fresh_token,
 )
 from batch.model import ErrorClass
 
@@ -38,16 +45,57 @@ RETRYABLE = {
     ErrorClass.TOKEN_SERVICE,
     ErrorClass.TOKEN_REJECTED,
 }
+# Left open in the journal and listed in retry.csv: what a rerun takes again.
+RERUN = RETRYABLE
+ABORTS = {ErrorClass.AUTH: "authentication refused by EnOS"}
+FOLLOW_CURRENT = {ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED}
+FRESH_TOKEN = {ErrorClass.AUTH}
+SLOWS_DOWN = {ErrorClass.THROTTLED}
 
 
 def test_policy_covers_every_error_class() -> None:
     assert set(POLICY) == set(ErrorClass)
     assert all(rule.hint for rule in POLICY.values())
+    assert all(rule.aborts is None or rule.aborts for rule in POLICY.values())
 
 
 @pytest.mark.parametrize("cls", list(ErrorClass))
 def test_retryable_classes_are_the_transient_ones(cls: ErrorClass) -> None:
     assert is_retryable(cls) is (cls in RETRYABLE)
+
+
+@pytest.mark.parametrize("cls", list(ErrorClass))
+def test_every_column_of_the_table_says_what_the_batch_does(cls: ErrorClass) -> None:
+    assert reruns(cls) is (cls in RERUN)
+    assert abort_reason(cls) == ABORTS.get(cls)
+    assert follows_current(cls) is (cls in FOLLOW_CURRENT)
+    assert wants_fresh_token(cls) is (cls in FRESH_TOKEN)
+    assert slows_down(cls) is (cls in SLOWS_DOWN)
+    assert counts_against_run(cls) is True  # every failure counts for the breaker and canary
+
+
+def test_a_failure_without_a_class_is_final_and_counts() -> None:
+    assert reruns(None) is False
+    assert counts_against_run(None) is True
+
+
+@pytest.mark.parametrize("cls", list(ErrorClass))
+def test_the_columns_agree_with_each_other(cls: ErrorClass) -> None:
+    # What the loops rely on, whatever the table is changed to.
+    rule = POLICY[cls]
+    if rule.uncertain:  # it may have renewed: never final before List has told
+        assert rule.retryable and rule.rerun
+    if rule.aborts is not None:  # the run stops at once: no attempt after it
+        assert not rule.retryable
+    if rule.follow_current:  # List is asked after the refusal stood: not retried blindly
+        assert not rule.retryable and not rule.uncertain
+
+
+def test_a_failure_that_may_have_taken_effect_is_reported_ambiguous() -> None:
+    error = RequestTimeout("slow", sent=True)
+    assert failed_class(error, ambiguous=True) is ErrorClass.AMBIGUOUS
+    assert failed_class(error, ambiguous=False) is ErrorClass.TIMEOUT
+    assert reruns(ErrorClass.AMBIGUOUS)  # the next run reconciles it
 
 
 @pytest.mark.parametrize(

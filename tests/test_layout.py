@@ -126,3 +126,35 @@ def test_the_package_uses_no_relative_imports() -> None:
 def test_every_module_has_a_stage() -> None:
     for path in MODULES:
         stage_of(module_name(path))
+
+
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 150
+
+
+def oversized(source: str) -> list[str]:
+    """What in `source` is too big to read in one sitting: the module, or any class in it."""
+    found = []
+    lines = len(source.splitlines())
+    if lines > MAX_MODULE_LINES:
+        found.append(f"module: {lines} lines")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            size = (node.end_lineno or node.lineno) - node.lineno + 1
+            if size > MAX_CLASS_LINES:
+                found.append(f"class {node.name}: {size} lines")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_module_over_400_lines_and_no_class_over_150(path: Path) -> None:
+    assert not oversized(path.read_text())
+
+
+def test_the_size_check_sees_a_long_module_and_a_long_class() -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_CLASS_LINES))
+    assert oversized("class Big:\n" + body) == [f"class Big: {MAX_CLASS_LINES + 1} lines"]
+    assert oversized("x = 1\n" * (MAX_MODULE_LINES + 1)) == [
+        f"module: {MAX_MODULE_LINES + 1} lines"
+    ]
+    assert oversized("class Small:\n" + body[: body.index("x149")]) == []

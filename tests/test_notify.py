@@ -10,7 +10,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from batch.model import ErrorClass, Status
 from batch.outputs.notify import notification_text, notify
-from batch.outputs.report import Summary
+from batch.outputs.report import Summary, write_summary
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SECRET_PATH = "/services/T000/B000/hook-secret-XYZ"  # Slack webhooks carry their secret here
@@ -100,6 +100,20 @@ async def test_receiver_gets_the_summary_json_with_a_slack_text_line() -> None:
         "fleet-renew: 97 renewed, 2 failed, 1 invalid, 0 skipped of 100 devices in 42 s;"
         " exit 1 (some devices failed)"
     )
+
+
+async def test_the_body_renders_extra_values_as_summary_json_does(tmp_path: Path) -> None:
+    # Times in another zone, an enum and a path: the body must be summary.json's document.
+    shanghai = datetime(2026, 3, 1, 20, 0, tzinfo=timezone(timedelta(hours=8)))
+    run = summary(extra={"when": shanghai, "status": Status.FAILED, "out": tmp_path})
+    receiver = Receiver()
+    async with serve(receiver.answering(200)) as base:
+        assert await notify(base + "/hook", run) is True
+    [(_, _, _, raw)] = receiver.seen
+    body = json.loads(raw)
+    del body["text"]
+    assert body == json.loads(write_summary(tmp_path, run).read_text())
+    assert body["extra"]["when"] == "2026-03-01T12:00:00Z"
 
 
 async def test_any_2xx_answer_counts_as_delivered() -> None:

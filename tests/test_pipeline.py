@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from batch.config import Credentials, RunConfig
+from batch.config import Credentials, run_config
 from batch.errors import InventoryError
 from batch.model import Device, KeyMode, Status
 from batch.outputs.report import REPORT_COLUMNS
@@ -347,7 +347,7 @@ async def test_refused_credentials_abort_with_exit_3(tmp_path: Path) -> None:
     rows = fleet(5)
     inventory = write_inventory(tmp_path / "inv.csv", rows)
     async with simulator(rows, tmp_path) as sim:
-        config = RunConfig(
+        config = run_config(
             inventory=inventory,
             out_dir=tmp_path / "out",
             api_url=sim.url,

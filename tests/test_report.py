@@ -334,6 +334,18 @@ def test_summary_json_holds_counts_rates_and_times(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["summary.json"]
 
 
+def test_summary_json_reads_back_as_the_summary_merge_needs(tmp_path: Path) -> None:
+    run = summary(
+        aborted_reason="breaker",
+        request_span_s=12.5,
+        extra={"campaign": {"renewed": 3}, "caChanges": 1},
+    )
+    document = json.loads(write_summary(tmp_path, run).read_text())
+    back = Summary.from_json(document)
+    assert back == run
+    assert back.to_json() == document
+
+
 def test_summary_refuses_extra_values_that_are_not_json(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="object"):
         write_summary(tmp_path, summary(extra={"x": object()}))

@@ -28,8 +28,10 @@ from batch.enos.errors import (
     GatewayError,
     MalformedResponse,
     ThrottledError,
+    classify_code,
+    classify_http_status,
 )
-from batch.model import CertRecord, Issued
+from batch.model import CertRecord, ErrorClass, Issued
 
 TOKEN_EXPIRED = 1203  # the token service's "access token has expired"
 CERT_STATUS = {0: "valid", 1: "revoked", 2: "expired"}  # List Certificate's certStatus
@@ -76,6 +78,16 @@ def says_token_expired(status: int, body: bytes) -> bool:
         return False  # the usual success: spare a second JSON decode of every answer
     detail = json_object(body)
     return TOKEN_EXPIRED in (detail.get("status"), detail.get("stauts"), detail.get("code"))
+
+
+def token_refusal(status: int, body: bytes) -> ErrorClass | None:
+    """The class of an answer refusing the call's access token (HTTP 401, or 1203 "expired" in
+    an envelope), or None for any other answer: what follows is `POLICY`'s `fresh_token`."""
+    if status == 401:
+        return classify_http_status(status)
+    if says_token_expired(status, body):
+        return classify_code(TOKEN_EXPIRED)
+    return None
 
 
 def parse_envelope(status: int, body: bytes, *, retry_after: float | None = None) -> Envelope:

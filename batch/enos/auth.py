@@ -29,7 +29,9 @@ from batch.enos.errors import (
     EnosError,
     MalformedResponse,
     TokenServiceError,
+    classify,
     classify_code,
+    wants_fresh_token,
 )
 from batch.enos.signing import token_encryption
 from batch.model import ErrorClass
@@ -164,6 +166,8 @@ class TokenManager:
         try:
             return await self._request(REFRESH_PATH, {"accessToken": old})
         except AuthError as exc:
+            if not wants_fresh_token(classify(exc)):
+                raise
             logger.info("token refresh refused (status %s); getting a new token", exc.code)
             return await self._get()
 

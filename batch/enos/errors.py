@@ -12,9 +12,11 @@
     │   └── RequestTimeout     the answer did not come in time
     └── MalformedResponse      an answer came but it is not what the API documents
 
-`classify(exc)` maps any of them to an `ErrorClass`; `POLICY` says whether that class is worth
-another attempt, and whether a failed Renew of that class may still have renewed. Changing what
-is retried, or what is resolved with List first, touches `POLICY` only.
+`classify(exc)` maps any of them to an `ErrorClass`; `POLICY` says what the batch does with that
+class: another attempt in this run, List first (a failed Renew that may still have renewed), the
+whole run stopped, the device's current certificate followed, a fresh access token, the rate
+slowed down, counted by the circuit breaker, left for a rerun (retry.csv). Changing any of these
+touches `POLICY` only: the loops and the client ask it through the functions at the end.
 
 `TransportError.sent` tells whether the request may have reached EnOS: a renewal whose request
 was sent but whose answer never came is *ambiguous* (the renewal may have taken effect), and so
@@ -160,37 +162,72 @@ class MalformedResponse(EnosError):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    retryable: bool
+    """What a failure of one class means for the device and for the batch."""
+
+    retryable: bool  # another attempt in this run (within the device's budget)
     hint: str
     # A failed Renew of this class may have renewed all the same: List resolves it before any
     # retry (for a transport error, only when the request had left: `TransportError.sent`).
     uncertain: bool = False
+    # A later run takes the device again: its journal entry stays open (else it is a final
+    # failure, retried only with --retry-failed) and it is listed in retry.csv.
+    rerun: bool = False
+    # The whole run stops (exit 3) with this reason: the next device would meet the same refusal.
+    aborts: str | None = None
+    # EnOS says the certificate named is no longer valid: List finds the device's current one,
+    # which is renewed (or skipped) instead; only without one does the refusal stand.
+    follow_current: bool = False
+    # A call refused for its access token (HTTP 401, 1203) is sent once more with a fresh token;
+    # a refused token refresh falls back to getting a new token.
+    fresh_token: bool = False
+    # The shared rate limiter slows down (and honours the answer's Retry-After as a floor).
+    slows_down: bool = False
+    # Counted by the circuit breaker (--abort-after-failures, --abort-failure-rate) and the
+    # canary's failure rate.
+    counts_against_run: bool = True
 
 
-# Policy: what each class means for the batch. The retry loop obeys this table and nothing else.
+# Policy: what each class means for the batch. The loops obey this table and nothing else.
 POLICY: dict[ErrorClass, Rule] = {
     ErrorClass.INVALID_REQUEST: Rule(False, "fix the request (validDay, CSR, certSn)"),
     ErrorClass.DEVICE_NOT_FOUND: Rule(False, "check the device identifier and orgId"),
     ErrorClass.CERT_BOUND_TO_OTHER_DEVICE: Rule(False, "the certificate belongs to another device"),
     ErrorClass.SERVER_ERROR: Rule(
-        True, "EnOS internal error; resolved with List, then retried", uncertain=True
+        True, "EnOS internal error; resolved with List, then retried", uncertain=True, rerun=True
     ),
     ErrorClass.PERMISSION_DENIED: Rule(False, "grant the app the certificate permission"),
     ErrorClass.NOT_FOUND: Rule(False, "the object does not exist"),
-    ErrorClass.THROTTLED: Rule(True, "over the app's rate limit; slowed down and retried"),
-    ErrorClass.NETWORK: Rule(True, "connection failed; retried", uncertain=True),
-    ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried", uncertain=True),
-    ErrorClass.AUTH: Rule(False, "check ENOS_APP_KEY / ENOS_APP_SECRET"),
-    ErrorClass.TOKEN_SERVICE: Rule(True, "the token service failed; no renewal sent; retried"),
-    ErrorClass.TOKEN_REJECTED: Rule(
-        True, "a fresh token was refused: another process on this app key replaced it? retried"
+    ErrorClass.THROTTLED: Rule(
+        True, "over the app's rate limit; slowed down and retried", rerun=True, slows_down=True
     ),
-    ErrorClass.MALFORMED_RESPONSE: Rule(True, "unexpected answer; retried", uncertain=True),
+    ErrorClass.NETWORK: Rule(True, "connection failed; retried", uncertain=True, rerun=True),
+    ErrorClass.TIMEOUT: Rule(True, "no answer in time; retried", uncertain=True, rerun=True),
+    ErrorClass.AUTH: Rule(
+        False,
+        "check ENOS_APP_KEY / ENOS_APP_SECRET",
+        aborts="authentication refused by EnOS",
+        fresh_token=True,
+    ),
+    ErrorClass.TOKEN_SERVICE: Rule(
+        True, "the token service failed; no renewal sent; retried", rerun=True
+    ),
+    ErrorClass.TOKEN_REJECTED: Rule(
+        True,
+        "a fresh token was refused: another process on this app key replaced it? retried",
+        rerun=True,
+    ),
+    ErrorClass.MALFORMED_RESPONSE: Rule(
+        True, "unexpected answer; retried", uncertain=True, rerun=True
+    ),
     ErrorClass.UNKNOWN: Rule(False, "unknown error code; see errorMessage"),
     ErrorClass.VERIFICATION_FAILED: Rule(False, "issued certificate kept but failed checks"),
-    ErrorClass.CERT_EXPIRED: Rule(False, "expired certificates cannot be renewed: use Apply"),
-    ErrorClass.CERT_REVOKED: Rule(False, "revoked certificates cannot be renewed: use Apply"),
-    ErrorClass.AMBIGUOUS: Rule(True, "renewal may have happened; rerun to reconcile"),
+    ErrorClass.CERT_EXPIRED: Rule(
+        False, "expired certificates cannot be renewed: use Apply", follow_current=True
+    ),
+    ErrorClass.CERT_REVOKED: Rule(
+        False, "revoked certificates cannot be renewed: use Apply", follow_current=True
+    ),
+    ErrorClass.AMBIGUOUS: Rule(True, "renewal may have happened; rerun to reconcile", rerun=True),
     ErrorClass.INVALID_INPUT: Rule(False, "fix the inventory row"),
     ErrorClass.DUPLICATE: Rule(False, "the device is listed more than once; renewed once"),
     ErrorClass.BUNDLE_REFUSED: Rule(
@@ -259,8 +296,49 @@ def classify(exc: EnosError) -> ErrorClass:
     return cls
 
 
+# -- the questions the loops ask the table ----------------------------------------------------
+
+
 def is_retryable(cls: ErrorClass) -> bool:
+    """Whether another attempt in this run may succeed."""
     return POLICY[cls].retryable
+
+
+def reruns(cls: ErrorClass | None) -> bool:
+    """Whether a later run takes a device that failed with `cls` again (journal entry left
+    open, row in retry.csv); a failure without a class is final."""
+    return cls is not None and POLICY[cls].rerun
+
+
+def abort_reason(cls: ErrorClass) -> str | None:
+    """Why a failure of `cls` stops the whole run (exit 3), or None when it is the device's."""
+    return POLICY[cls].aborts
+
+
+def follows_current(cls: ErrorClass) -> bool:
+    """Whether a refused Renew of `cls` looks for the device's current certificate."""
+    return POLICY[cls].follow_current
+
+
+def wants_fresh_token(cls: ErrorClass) -> bool:
+    """Whether a call refused with `cls` for its token gets a fresh token and one more try."""
+    return POLICY[cls].fresh_token
+
+
+def slows_down(cls: ErrorClass) -> bool:
+    """Whether a failure of `cls` makes the shared rate limiter slow down."""
+    return POLICY[cls].slows_down
+
+
+def counts_against_run(cls: ErrorClass | None) -> bool:
+    """Whether a failed device counts for the circuit breaker and the canary."""
+    return cls is None or POLICY[cls].counts_against_run
+
+
+def failed_class(exc: EnosError, *, ambiguous: bool) -> ErrorClass:
+    """The class a device's last failure is reported with: AMBIGUOUS while the renewal may
+    have taken effect unseen (List has not said otherwise), so the next run reconciles it."""
+    return ErrorClass.AMBIGUOUS if ambiguous else classify(exc)
 
 
 def may_have_taken_effect(exc: EnosError) -> bool:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -95,14 +95,15 @@ def _check_rows_unique(tables: list[pa.Table], shard_dirs: list[Path]) -> None:
                 )
 
 
-def _summary_of(folder: Path) -> dict[str, Any]:
+def _summary_of(folder: Path) -> report.Summary:
     path = folder / report.SUMMARY_JSON
     try:
-        return dict(json.loads(path.read_text()))
+        document = dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise UsageError(f"{folder} has no {report.SUMMARY_JSON}: did that shard finish?") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path} is unreadable: {exc}") from exc
+    return report.Summary.from_json(document)
 
 
 def _read_strings(path: Path) -> pa.Table:
@@ -137,36 +138,37 @@ def _concat_csv(shard_dirs: list[Path], out_dir: Path, name: str) -> None:
         stream.write((header or b"") + b"".join(lines))
 
 
-def _merged_summary(summaries: list[dict[str, Any]], shard_dirs: list[Path]) -> report.Summary:
+def _merged_summary(summaries: list[report.Summary], shard_dirs: list[Path]) -> report.Summary:
     by_status: Counter[Status] = Counter()
     by_class: Counter[ErrorClass] = Counter()
     campaign: Counter[Status] = Counter()
     for s in summaries:
-        by_status.update({Status(k): v for k, v in s["counts_by_status"].items()})
-        by_class.update({ErrorClass(k): v for k, v in s["counts_by_class"].items()})
-        campaign.update({Status(k): v for k, v in s.get("extra", {}).get("campaign", {}).items()})
-    aborted = [s["aborted_reason"] for s in summaries if s.get("aborted_reason")]
+        by_status.update(s.counts_by_status)
+        by_class.update(s.counts_by_class)
+        shard_campaign = cast(Mapping[str, int], s.extra.get("campaign", {}))
+        campaign.update({Status(k): v for k, v in shard_campaign.items()})
+    aborted = [s.aborted_reason for s in summaries if s.aborted_reason]
     # A shard stopped by a signal or by a storage error (exit 4) left the campaign unfinished.
-    stopped = [s for s in summaries if s["exit_code"] in (4, 130, 143)]
+    stopped = [s for s in summaries if s.exit_code in (4, 130, 143)]
     exit_code = report.exit_code_for(campaign or by_status, aborted=bool(aborted))
     if stopped and exit_code != 3:
-        exit_code = stopped[0]["exit_code"]
+        exit_code = stopped[0].exit_code
     return report.Summary(
         counts_by_status=dict(by_status),
         counts_by_class=dict(by_class),
-        devices=sum(int(s["devices"]) for s in summaries),
-        requests=sum(int(s["requests"]) for s in summaries),
-        started=min(datetime.fromisoformat(s["started"]) for s in summaries),
-        finished=max(datetime.fromisoformat(s["finished"]) for s in summaries),
-        configured_rate=sum(float(s["configured_rate"]) for s in summaries),
+        devices=sum(s.devices for s in summaries),
+        requests=sum(s.requests for s in summaries),
+        started=min(s.started for s in summaries),
+        finished=max(s.finished for s in summaries),
+        configured_rate=sum(s.configured_rate for s in summaries),
         exit_code=exit_code,
         aborted_reason="; ".join(aborted) or None,
-        sandbox=any(s.get("sandbox") for s in summaries),
+        sandbox=any(s.sandbox for s in summaries),
         extra={
             "shards": [str(folder) for folder in shard_dirs],
             "campaign": {status.value: n for status, n in campaign.items()},
-            "shardExitCodes": [s["exit_code"] for s in summaries],
+            "shardExitCodes": [s.exit_code for s in summaries],
             # Each shard notes the CAs new to it: the sum is an upper bound on the campaign's.
-            "caChanges": sum(int(s.get("extra", {}).get("caChanges") or 0) for s in summaries),
+            "caChanges": sum(int(cast(Any, s.extra.get("caChanges")) or 0) for s in summaries),
         },
     )

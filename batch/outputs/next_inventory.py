@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.config import RunConfig, Shard
+from batch.config import Scope, Shard
 from batch.errors import InventoryError
 from batch.inventory.read import (
     Format,
@@ -54,7 +54,7 @@ class Current:
     not_after: datetime | None
 
 
-def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
+def write_for_run(scope: Scope, out_dir: Path, report_parquet: Path) -> int | None:
     """Write the run's inventory.next.csv; None (logged) when the inventory cannot be reread.
 
     The run's results stand either way (report, journal, bundles): only this copy is missing.
@@ -62,11 +62,11 @@ def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
     try:
         changed, dropped = changes_from_report(report_parquet)
         rows = write_next_inventory(
-            config.out_dir,
-            config.inventory,
-            fmt=inventory_format(config.inventory, config.inventory_format),
-            default_org=config.org_id,
-            shard=config.shard,
+            out_dir,
+            scope.inventory,
+            fmt=inventory_format(scope.inventory, scope.inventory_format),
+            default_org=scope.org_id,
+            shard=scope.shard,
             changed=changed,
             dropped=dropped,
         )
@@ -75,10 +75,10 @@ def write_for_run(config: RunConfig, report_parquet: Path) -> int | None:
     except (InventoryError, OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
         # The exception's type, not its text: a parser's message may quote the file's cells.
         log.error(
-            "%s not written: %s rereading %s", NEXT_INVENTORY, type(exc).__name__, config.inventory
+            "%s not written: %s rereading %s", NEXT_INVENTORY, type(exc).__name__, scope.inventory
         )
         return None
-    log.info("next inventory: %d rows in %s", rows, config.out_dir / NEXT_INVENTORY)
+    log.info("next inventory: %d rows in %s", rows, out_dir / NEXT_INVENTORY)
     return rows
 
 

@@ -12,19 +12,16 @@ names only the scheme, host and port.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
 import ssl
-from datetime import datetime
-from pathlib import Path
 
 import aiohttp
 from yarl import URL
 
 from batch.model import Status
-from batch.outputs.report import Summary
+from batch.outputs.report import Summary, summary_json_default
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +54,7 @@ def notification_body(summary: Summary) -> bytes:
     """The JSON body: summary.json's document plus `text`."""
     document = summary.to_json()
     document["text"] = notification_text(summary)
-    return json.dumps(document, default=_plain).encode("utf-8")
-
-
-def _plain(value: object) -> object:
-    """JSON for the plain values `extra` may hold (as summary.json renders them)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"summary extra value of type {type(value).__name__} is not JSON")
+    return json.dumps(document, default=summary_json_default).encode("utf-8")
 
 
 async def notify(

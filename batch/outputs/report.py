@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import enum
 import json
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +39,7 @@ import pyarrow.parquet as pq
 
 from batch import storage
 from batch.inventory.read import write_inventory_csv
-from batch.model import Device, ErrorClass, Outcome, Status
+from batch.model import Device, ErrorClass, Outcome, Plain, Status, json_value
 from batch.storage import atomic_output
 
 if TYPE_CHECKING:
@@ -108,22 +107,18 @@ def neutralise(text: str) -> str:
     return text
 
 
-def _cell(value: object) -> str:
-    """One report cell: None empty, enums by value, times ISO-8601 UTC, text neutralised."""
+def _cell(value: Plain) -> str:
+    """One report cell of a JSON value (`Outcome.to_json(utc=True)`): None empty, booleans
+    true/false, text neutralised (enum values and UTC times never start like a formula, so
+    they pass unchanged)."""
     if value is None:
         return ""
-    if type(value) is str:  # the common case first; a StrEnum is a str too, handled below
+    if type(value) is str:  # the common case first
         return neutralise(value)
-    if isinstance(value, enum.Enum):
-        return str(value.value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, datetime):
-        # Outcome times should be aware; a naive one is taken as UTC rather than local time.
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, str):
         return neutralise(value)
     raise TypeError(f"no report format for {type(value).__name__}")
@@ -131,7 +126,8 @@ def _cell(value: object) -> str:
 
 def report_cells(outcome: Outcome) -> list[str]:
     """The CSV cells of one outcome, in `REPORT_COLUMNS` order."""
-    return [_cell(getattr(outcome, name)) for name in _FIELD_OF.values()]
+    document = outcome.to_json(utc=True)
+    return [_cell(document[name]) for name in _FIELD_OF.values()]
 
 
 class ReportWriter:
@@ -296,30 +292,44 @@ class Summary:
             "extra": dict(self.extra),
         }
 
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Summary:
+        """The Summary a summary.json document holds (what `merge` reads back from a shard);
+        `duration_s` and `achieved_rate` are derived from it, not read."""
+        return cls(
+            counts_by_status={Status(k): v for k, v in document["counts_by_status"].items()},
+            counts_by_class={ErrorClass(k): v for k, v in document["counts_by_class"].items()},
+            devices=int(document["devices"]),
+            requests=int(document["requests"]),
+            request_span_s=document.get("request_span_s"),
+            started=datetime.fromisoformat(document["started"]),
+            finished=datetime.fromisoformat(document["finished"]),
+            configured_rate=float(document["configured_rate"]),
+            exit_code=document["exit_code"],
+            aborted_reason=document.get("aborted_reason") or None,
+            sandbox=bool(document.get("sandbox")),
+            extra=dict(document.get("extra", {})),
+        )
+
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
 def _iso(value: datetime) -> str:
-    return _cell(value)
+    return str(json_value(value, utc=True))
 
 
-def _json_default(value: object) -> object:
-    """Render the plain types `extra` may reasonably carry; anything else is a bug."""
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"summary extra value of type {type(value).__name__} is not JSON")
+def summary_json_default(value: object) -> Plain:
+    """`json.dumps`'s `default` for summary documents: values of `extra` rendered as every
+    other value of the document (times in UTC); anything not JSON is a bug (TypeError)."""
+    return json_value(value, utc=True)
 
 
 def write_summary(out_dir: str | os.PathLike[str], summary: Summary) -> Path:
     """Write `<out_dir>/summary.json` atomically; return its path."""
     path = Path(out_dir) / SUMMARY_JSON
-    text = json.dumps(summary.to_json(), indent=2, default=_json_default) + "\n"
+    text = json.dumps(summary.to_json(), indent=2, default=summary_json_default) + "\n"
     with atomic_output(path) as stream:
         stream.write(text.encode())
     return path

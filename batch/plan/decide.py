@@ -20,7 +20,6 @@ from batch.model import (
     Outcome,
     Resolution,
     Status,
-    invalid_outcome,
     shard_text,
 )
 from batch.store.journal import State
@@ -125,7 +124,7 @@ def decide(
 ) -> Decision:
     """What this run does with one inventory row."""
     if isinstance(item, InvalidRow):
-        return invalid_outcome(item) if row_in_shard(item.row, shard) else OutOfShard(item.row)
+        return Outcome.invalid(item) if row_in_shard(item.row, shard) else OutOfShard(item.row)
     if not in_shard(item.key, shard):
         return OutOfShard(item.row)
     if not deduper.first_time(item.key):
@@ -137,33 +136,18 @@ def decide(
 
 
 def duplicate_outcome(device: Device) -> Outcome:
-    return device_outcome(
+    return Outcome.invalid(
         device,
-        Status.INVALID,
         error_class=ErrorClass.DUPLICATE,
         error_message="device listed again in the inventory; renewed once, at its first row",
-    )
-
-
-def device_outcome(device: Device, status: Status, **fields: object) -> Outcome:
-    """An Outcome carrying the device's identifying columns."""
-    return Outcome(
-        row=device.row,
-        status=status,
-        org_id=device.org_id,
-        asset_id=device.asset_id,
-        product_key=device.product_key,
-        device_key=device.device_key,
-        old_cert_sn=device.cert_sn,
-        **fields,  # type: ignore[arg-type]
     )
 
 
 def resumed_outcome(device: Device, earlier: Outcome | None) -> Outcome:
     """The report row of a device finished in an earlier run: `skipped`, its earlier result kept."""
     if earlier is None:
-        return device_outcome(
-            device, Status.SKIPPED, resolution=Resolution.RESUMED, note="finished in an earlier run"
+        return Outcome.skipped(
+            device, resolution=Resolution.RESUMED, note="finished in an earlier run"
         )
     return replace(
         earlier,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Literal
 
-from batch.config import Shard
+from batch.config import Scope
 from batch.inventory.read import read_inventory
 from batch.model import Device, InvalidRow
 from batch.plan.decide import Deduper, in_shard
@@ -37,23 +35,18 @@ class PlanResult:
         }
 
 
-def plan_inventory(
-    path: Path,
-    *,
-    fmt: Literal["csv", "parquet"] | None = None,
-    default_org: str | None = None,
-    shard: Shard | None = None,
-) -> PlanResult:
-    """Count what a run over `path` would renew, skip and reject."""
+def plan_inventory(scope: Scope) -> PlanResult:
+    """Count what a run over the scope's inventory would renew, skip and reject."""
     result = PlanResult()
     deduper = Deduper()
-    for item in read_inventory(path, fmt=fmt, default_org=default_org):
+    rows = read_inventory(scope.inventory, fmt=scope.inventory_format, default_org=scope.org_id)
+    for item in rows:
         result.rows += 1
         if isinstance(item, InvalidRow):
             result.invalid += 1
             if len(result.first_invalid) < SHOWN_INVALID:
                 result.first_invalid.append(item)
-        elif not in_shard(item.key, shard):
+        elif not in_shard(item.key, scope.shard):
             result.out_of_shard += 1
         elif not deduper.first_time(item.key):
             result.duplicates += 1

@@ -14,54 +14,30 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch.config import RunConfig, Shard
+from batch.config import KeyPolicy, Scope
 from batch.errors import UsageError
-from batch.model import KeyMode
 from batch.storage import atomic_output
 
 FORMAT = "fleet-renew-plan/1"
 
 
-def plan_options(
-    *,
-    org_id: str | None,
-    inventory_format: str | None,
-    shard: Shard | None,
-    key_mode: KeyMode,
-    valid_days: int | None,
-    params_in: str,
-    renew_within: int | None,
-    renew_at_fraction: float | None,
-    renew_current: bool = False,
-) -> dict[str, str | None]:
-    """The options that decide what is renewed and how, as plain text for the plan file."""
+def plan_options(scope: Scope, keys: KeyPolicy) -> dict[str, str | None]:
+    """The options that decide what is renewed and how, as plain text for the plan file: the
+    one reading of a plan's options, by `plan --save` and `run --plan` alike."""
+    shard = scope.shard
     values: dict[str, object] = {
-        "org": org_id,
-        "format": inventory_format,
+        "org": scope.org_id,
+        "format": scope.inventory_format,
         "shard": f"{shard.index}/{shard.count}" if shard else None,
-        "keyMode": key_mode.value,
-        "validDays": valid_days,
-        "paramsIn": params_in,
-        "renewWithin": renew_within,
-        "renewAtFraction": renew_at_fraction,
+        "keyMode": keys.key_mode.value,
+        "validDays": keys.valid_days,
+        "paramsIn": keys.params_in,
+        "renewWithin": scope.renew_within,
+        "renewAtFraction": scope.renew_at_fraction,
         # Only when asked: plans saved before the option existed stay valid without it.
-        "renewCurrent": "true" if renew_current else None,
+        "renewCurrent": "true" if scope.renew_current else None,
     }
     return {name: None if value is None else str(value) for name, value in values.items()}
-
-
-def config_plan_options(config: RunConfig) -> dict[str, str | None]:
-    return plan_options(
-        org_id=config.org_id,
-        inventory_format=config.inventory_format,
-        shard=config.shard,
-        key_mode=config.key_mode,
-        valid_days=config.valid_days,
-        params_in=config.params_in,
-        renew_within=config.renew_within,
-        renew_at_fraction=config.renew_at_fraction,
-        renew_current=config.renew_current,
-    )
 
 
 def save_plan(

@@ -11,21 +11,24 @@ certificate, and the job treats it as such:
   <date>`): it was renewed already; `--renew-current` renews the current certificate instead.
 
 Only a device with no valid certificate at all fails `cert_revoked` / `cert_expired` (use
-Apply). List may return serials only (the documented sample): the serial and dates suffice.
+Apply). Which refusals lead here is `batch.enos.errors.POLICY`'s `follow_current`. List may
+return serials only (the documented sample): the serial and dates suffice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from batch.config import DueRule
-from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
-from batch.plan.decide import device_outcome
-from batch.renew.due import Due, by_expiry, verdict_from_list
-
-# The errors that say the inventory's certificate is no longer the one to renew.
-NO_LONGER_VALID = frozenset({ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED})
+from batch.enos.client import EnosClient
+from batch.enos.errors import EnosError, classify, follows_current
+from batch.model import CertRecord, Device, Follow, Outcome
+from batch.renew.attempt import Attempt
+from batch.renew.due import Due, by_expiry, lookup, verdict_from_list
+from batch.renew.retry import Retrier
 
 
 def current_certificate(
@@ -92,9 +95,8 @@ def follow(
         )
     if renew_current:
         return renew
-    return device_outcome(
+    return Outcome.skipped(
         device,
-        Status.SKIPPED,
         current_cert_sn=sn,
         not_after=expires,
         note=f"superseded: current certificate {sn} expires "
@@ -104,3 +106,38 @@ def follow(
 
 def _day(moment: datetime) -> str:
     return moment.date().isoformat()
+
+
+@dataclass(slots=True)
+class Follower:
+    """After EnOS refused to renew the inventory's certificate: the device's current one."""
+
+    client: EnosClient
+    # A final outcome without a certificate, journaled (batch.renew.failure.Failures.final).
+    final: Callable[[Attempt, Outcome], Awaitable[Outcome]]
+    due_rule: DueRule | None = None  # maintenance mode: a followed certificate is renewed if due
+    renew_current: bool = False  # a campaign renews a superseding current certificate too
+
+    def may_follow(self, a: Attempt, exc: EnosError) -> bool:
+        """EnOS says the inventory's certificate is no longer valid: is there a current one?"""
+        return not a.followed and not a.ambiguous and follows_current(classify(exc))
+
+    async def follow(
+        self, a: Attempt, retrier: Retrier, refused: EnosError
+    ) -> Follow | Outcome | None:
+        """The device's current certificate to renew, its final `skipped` Outcome (superseded,
+        or not due), or None when it has no valid certificate (the refusal stands)."""
+        records = await lookup(retrier, self.client, a.device)
+        if isinstance(records, Outcome):  # List failed: say so, with the refusal it followed
+            message = f"renew refused ({refused}); {records.error_message}"
+            return await self.final(a, dataclasses.replace(records, error_message=message))
+        now = datetime.now(UTC)
+        current = current_certificate(records, a.device.cert_sn, now)
+        if current is None:
+            return None
+        verdict = follow(
+            a.device, current, rule=self.due_rule, renew_current=self.renew_current, now=now
+        )
+        if isinstance(verdict, Follow):
+            return verdict
+        return await self.final(a, verdict)

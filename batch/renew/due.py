@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from batch.config import DueRule
 from batch.enos.client import EnosClient
 from batch.enos.errors import classify
-from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome, Status
-from batch.plan.decide import device_outcome
+from batch.model import CertRecord, Device, ErrorClass, Follow, Outcome
 from batch.renew.retry import Retrier
 
 
@@ -45,9 +44,8 @@ def verdict_from_list(
     """Decide from List Certificate's view of the certificate being renewed."""
     mine = next((r for r in records if r.cert_sn == str(device.cert_sn)), None)
     if mine is None:
-        return device_outcome(
+        return Outcome.failed(
             device,
-            Status.FAILED,
             error_class=ErrorClass.INVALID_REQUEST,
             error_message=f"certificate {device.cert_sn} is not bound to this device (List)",
         )
@@ -70,18 +68,16 @@ def by_expiry(
     if rule.at_fraction is not None and lived >= rule.at_fraction:
         return Due(device, expires)
     days = (expires - now).days
-    return device_outcome(
+    return Outcome.skipped(
         device,
-        Status.SKIPPED,
         not_after=expires,
         note=f"not_due: certificate expires {_day(expires)} (in {days} days)",
     )
 
 
 def _unrenewable(device: Device, cls: ErrorClass, what: str) -> Outcome:
-    return device_outcome(
+    return Outcome.failed(
         device,
-        Status.FAILED,
         error_class=cls,
         error_message=f"certificate {device.cert_sn} is {what} and cannot be renewed: "
         "use Apply Certificate for this device",
@@ -106,9 +102,8 @@ async def lookup(
         return result.value
     assert result.error is not None
     exc = result.error
-    return device_outcome(
+    return Outcome.failed(
         device,
-        Status.FAILED,
         error_class=classify(exc),
         error_code=exc.code if exc.code is not None else exc.http_status,
         error_message=f"List Certificate failed: {exc}",

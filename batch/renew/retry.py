@@ -14,9 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from batch.enos.errors import EnosError, ThrottledError, classify, is_retryable
+from batch.enos.errors import (
+    EnosError,
+    ThrottledError,
+    abort_reason,
+    classify,
+    is_retryable,
+    slows_down,
+)
 from batch.errors import AbortedError
-from batch.model import ErrorClass
 from batch.renew.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -80,8 +86,9 @@ class Retrier:
     """Runs one call until it succeeds or the error table and the budget say stop.
 
     Every attempt waits for the shared rate limiter's slot first (through `attempt` itself, so a
-    caller can do durable work before the slot is taken); an HTTP 429 slows the limiter down.
-    Refused authentication is a batch problem, not a device's: it raises AbortedError.
+    caller can do durable work before the slot is taken); a class the table says slows down
+    (HTTP 429) slows the limiter. A class the table says stops the run (refused authentication:
+    a batch problem, not a device's) raises AbortedError.
     """
 
     limiter: RateLimiter
@@ -97,10 +104,10 @@ class Retrier:
                 return Attempted(await attempt(), None, number)
             except EnosError as exc:
                 cls = classify(exc)
-                if cls is ErrorClass.AUTH:
-                    raise AbortedError(f"authentication refused by EnOS: {exc}") from exc
+                if (reason := abort_reason(cls)) is not None:
+                    raise AbortedError(f"{reason}: {exc}") from exc
                 retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
-                if isinstance(exc, ThrottledError):
+                if slows_down(cls):
                     self.limiter.on_throttled(retry_after)
                 delay = backoff_delay(self.policy, number, self.rng, retry_after=retry_after)
                 if not is_retryable(cls) or not may_retry(self.policy, number, waited, delay):

@@ -13,7 +13,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from batch.errors import AbortedError, UsageError
+from batch.config import parse_canary
+from batch.enos.errors import counts_against_run
+from batch.errors import AbortedError
 from batch.model import Device, Outcome, Status
 from batch.plan.decide import Run
 
@@ -37,24 +39,10 @@ class CanaryRule:
         return max(self.size * WINDOW_FACTOR, 1000)
 
 
-def parse_share(text: str, *, what: str) -> float:
-    """'5%' or '0.05' -> 0.05."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise UsageError(f"{what} must look like 5% or 0.05, not {text!r}") from None
-    if not 0 <= value <= 1:
-        raise UsageError(f"{what} must be between 0% and 100%, not {text!r}")
-    return value
-
-
 def canary_size(text: str, total_rows: int) -> int:
     """'50' devices, or '2%' of the inventory's rows (at least one device)."""
-    if text.endswith("%"):
-        return max(1, math.ceil(parse_share(text, what="--canary") * total_rows))
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"--canary must be a number of devices or a share like 2%, not {text!r}")
-    return int(text)
+    value = parse_canary(text)
+    return max(1, math.ceil(value * total_rows)) if isinstance(value, float) else value
 
 
 def spread(
@@ -132,7 +120,7 @@ class CanaryGate:
         if device.key not in self.keys:
             return outcome
         self.finished += 1
-        self.failed += outcome.status is Status.FAILED
+        self.failed += outcome.status is Status.FAILED and counts_against_run(outcome.error_class)
         if self.finished == len(self.keys):
             self._done.set()
         return replace(outcome, canary=True)

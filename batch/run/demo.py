@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from batch.config import RunConfig
+from batch.config import run_config
 from batch.model import KeyMode
 from batch.outputs.report import render_summary
 from batch.run.job import run
@@ -30,7 +30,7 @@ EXPECTED_CLASSES = {"device_not_found", "cert_bound_to_other_device", "invalid_i
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     shutil.rmtree(OUT, ignore_errors=True)  # a fresh campaign each time, not a resume
-    config = RunConfig(
+    config = run_config(
         inventory=SAMPLE,
         out_dir=OUT,
         sandbox=True,

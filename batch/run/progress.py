@@ -17,6 +17,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from batch.model import Outcome, Status
+from batch.run.stream import Origin
 
 log = logging.getLogger("batch.run.progress")
 
@@ -56,6 +57,9 @@ class Progress:
         if now - self._last_postfix >= 0.5:  # refreshing the postfix on every row costs CPU
             self._bar.set_postfix(failed=self.counts[Status.FAILED], refresh=False)
             self._last_postfix = now
+
+    def on_outcome(self, outcome: Outcome, origin: Origin) -> None:
+        self.update(outcome)
 
     def line(self) -> str:
         elapsed = max(self._clock() - self._started, 1e-9)

@@ -1,73 +1,30 @@
-"""The `fleet-renew` command: argv -> RunConfig -> pipeline -> exit code.
+"""The command line's options: how they are spelt and explained (--help), and how their text
+becomes the config's values.
 
-Exit codes (a scheduler can act on them):
-  0    every device renewed or skipped
-  1    some devices failed or were invalid (see report.csv and retry.csv)
-  2    usage, configuration, inventory-file or --out error, --out in use, or a damaged or
-       missing journal (nothing was sent)
-  3    aborted: authentication refused, circuit breaker, or inventory unreadable mid-run
-  4    storage refused a write (disk full, read-only, permission lost): free it, rerun
-  130  stopped by SIGINT, 143 stopped by SIGTERM (rerun the same command to resume)
+Click parses; `batch.config` checks every rule. A rule broken on the command line is shown as
+click shows a bad option (usage line, hint, exit 2) by `usage_errors`, the one place that turns
+a `batch.errors.UsageError` into click's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from batch import config as cfg
-from batch.errors import BatchError
+from batch.errors import UsageError
 from batch.model import KeyMode, ParamPlacement
-from batch.run.canary import parse_share
-
-EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1] if __doc__ else ""
-
-log = logging.getLogger("batch")
 
 
-class _Commands(click.Group):
-    """The CLI's commands; `simulate` is imported only when it is asked for.
-
-    The simulator pulls in aiohttp's server side (~0.25 s and a few MB at every start), which
-    `run`, `plan` and `merge` never use.
-    """
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "simulate"])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == "simulate":
-            from batch.simulator.command import simulate
-
-            return simulate
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(
-    cls=_Commands,
-    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
-    epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"),
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug details (never secrets).")
-@click.version_option(package_name="fleet-renew")
-def main(verbose: bool) -> None:
-    """Renew the X.509 certificates of a fleet of EnOS devices, safely and in bulk."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _inventory_options(fn: Any) -> Any:
+def inventory_options(fn: Any) -> Any:
+    """INVENTORY with --org and --format, shared by `plan` and `run`."""
     fn = click.option(
         "--org",
+        "org_id",
         envvar=cfg.ENV_ORG_ID,
         show_envvar=True,
         help="orgId for rows whose inventory has no orgId column or an empty one.",
@@ -83,7 +40,7 @@ def _inventory_options(fn: Any) -> Any:
 
 
 # What is renewed and how: shared by `plan` and `run`, and recorded in a saved plan.
-_SCOPE_OPTIONS = [
+SCOPE_OPTIONS = [
     click.option(
         "--rate",
         type=float,
@@ -149,7 +106,7 @@ _SCOPE_OPTIONS = [
     ),
 ]
 
-_RUN_OPTIONS = [
+RUN_OPTIONS = [
     click.option(
         "--out",
         "out_dir",
@@ -309,7 +266,7 @@ _RUN_OPTIONS = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     """Apply a list of click options, first listed first in --help."""
 
     def decorate(fn: F) -> F:
@@ -320,152 +277,48 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorate
 
 
-@main.command(epilog="Exit codes:\n\n" + EXIT_CODES.replace("\n", "\n\n"))
-@_inventory_options
-@_with(_SCOPE_OPTIONS)
-@_with(_RUN_OPTIONS)
-def run(**options: Any) -> None:
-    """Renew the certificates of every device in INVENTORY (CSV or Parquet)."""
-    config = _run_config(options)
-    from batch.outputs.report import render_summary
-    from batch.run.job import output_folder
-    from batch.run.job import run as run_pipeline
-
-    summary = asyncio.run(run_pipeline(config))
-    click.echo(render_summary(summary), err=True)
-    click.echo(f"report:  {output_folder(config) / 'report.csv'} (and report.html)", err=True)
-    if not config.dry_run:
-        click.echo(f"bundles: {config.out_dir / 'bundles'}", err=True)
-    sys.exit(summary.exit_code)
-
-
-def _run_config(options: dict[str, Any]) -> cfg.RunConfig:
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """A configuration the config refuses, shown as a bad option: usage, hint, exit 2."""
     try:
-        abort_rate = options["abort_failure_rate"]
-        return cfg.RunConfig(
-            inventory=options["inventory"],
-            out_dir=options["out_dir"],
-            inventory_format=options["inventory_format"],
-            org_id=options["org"],
-            api_url=options["api_url"],
-            credentials=cfg.credentials_from_env(),
-            sandbox=options["sandbox"],
-            rate=options["rate"],
-            concurrency=options["concurrency"],
-            max_attempts=options["max_attempts"],
-            valid_days=options["valid_days"],
-            key_mode=KeyMode(options["key_mode"]),
-            params_in=ParamPlacement(options["params_in"]),
-            ca_bundle=options["ca_bundle"],
-            pin_ca=tuple(options["pin_ca"]),
-            timeout_s=options["timeout_s"],
-            dry_run=options["dry_run"],
-            pkcs12_passphrase=cfg.pkcs12_passphrase_from_env() if options["pkcs12"] else None,
-            retry_failed=options["retry_failed"],
-            renew_current=options["renew_current"],
-            grace_seconds=options["grace_seconds"],
-            abort_after_failures=options["abort_after_failures"],
-            abort_failure_rate=(
-                parse_share(abort_rate, what="--abort-failure-rate") if abort_rate else None
-            ),
-            abort_min_sample=options["abort_min_sample"],
-            canary=options["canary"],
-            canary_max_failures=parse_share(
-                options["canary_max_failures"], what="--canary-max-failures"
-            ),
-            plan_file=options["plan_file"],
-            notify_url=options["notify_url"],
-            shard=_shard(options),
-            renew_within=options["renew_within"],
-            renew_at_fraction=options["renew_at_fraction"],
-            durable_journal=options["durable_journal"],
-            progress=options["progress"],
-            log_interval=options["log_interval"],
-            rescue_dir=options["rescue_dir"],
-        )
-    except BatchError as exc:
+        yield
+    except UsageError as exc:
         raise click.UsageError(exc.message) from exc
 
 
-def _shard(options: dict[str, Any]) -> cfg.Shard | None:
-    return cfg.Shard.parse(options["shard"]) if options["shard"] else None
+def run_config(options: Mapping[str, Any]) -> cfg.RunConfig:
+    """The `run` command's RunConfig; credentials and the PKCS#12 passphrase from the environment
+    (never from the command line)."""
+    return cfg.run_config(**config_values(options), credentials=cfg.credentials_from_env())
 
 
-@main.command()
-@_inventory_options
-@_with(_SCOPE_OPTIONS)
-@click.option(
-    "--save",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the plan (with the inventory's hash and these options) to this JSON file, "
-    "for `run --plan`. [default: not saved]",
-)
-def plan(**options: Any) -> None:
-    """Validate INVENTORY and show what a run would do, without renewing anything."""
-    from batch.inventory.read import inventory_fingerprint
-    from batch.plan.preview import plan_inventory, render_plan
-    from batch.plan.saved import plan_options, save_plan
-
-    try:
-        shard = _shard(options)
-    except BatchError as exc:
-        raise click.UsageError(exc.message) from exc
-    result = plan_inventory(
-        options["inventory"],
-        fmt=options["inventory_format"],
-        default_org=options["org"],
-        shard=shard,
-    )
-    click.echo(render_plan(result, rate=options["rate"]))
-    if options["save"] is not None:
-        scope = plan_options(
-            org_id=options["org"],
-            inventory_format=options["inventory_format"],
-            shard=shard,
-            key_mode=KeyMode(options["key_mode"]),
-            valid_days=options["valid_days"],
-            params_in=options["params_in"],
-            renew_within=options["renew_within"],
-            renew_at_fraction=options["renew_at_fraction"],
-            renew_current=options["renew_current"],
-        )
-        save_plan(
-            options["save"],
-            inventory_sha256=inventory_fingerprint(options["inventory"]),
-            options=scope,
-            counts=result.counts(),
-        )
-        click.echo(f"plan saved to {options['save']}; run it with --plan {options['save']}")
+def plan_parts(options: Mapping[str, Any]) -> tuple[cfg.Scope, cfg.KeyPolicy, cfg.Limits]:
+    """What the `plan` command reads and saves: the scope, the key policy and the rate."""
+    values = config_values(options)
+    scope, keys = cfg.pick(cfg.Scope, values), cfg.pick(cfg.KeyPolicy, values)
+    return scope, keys, cfg.pick(cfg.Limits, values)
 
 
-@main.command()
-@click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder for the merged report.csv/.parquet, summary.json and retry.csv.",
-)
-def merge(shard_dirs: tuple[Path, ...], out_dir: Path) -> None:
-    """Merge the output folders of a sharded run (`run --shard I/N`) into one report.
-
-    Exits with the merged exit code: 3 if any shard aborted, 1 if any device failed or was
-    invalid, 0 otherwise (130/143 if a shard was stopped by a signal).
-    """
-    from batch.outputs.merge import merge_outputs
-    from batch.outputs.report import render_summary
-
-    summary = merge_outputs(list(shard_dirs), out_dir)
-    click.echo(render_summary(summary), err=True)
-    sys.exit(summary.exit_code)
+def config_values(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Click's options under the config's names, their text read into the config's types."""
+    values = {name: _READERS.get(name, _as_is)(value) for name, value in options.items()}
+    values.pop("save", None)  # `plan --save`: where to write, not a setting
+    if values.pop("pkcs12", False):
+        values["pkcs12_passphrase"] = cfg.pkcs12_passphrase_from_env()
+    return values
 
 
-def entry() -> None:
-    """Console-script entry: batch errors become their exit codes, with a clear message."""
-    try:
-        main(standalone_mode=True)
-    except BatchError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# Options given as text that the config takes as values; click types the others already.
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "key_mode": KeyMode,
+    "params_in": ParamPlacement,
+    "shard": lambda text: cfg.Shard.parse(text) if text else None,
+    "canary_max_failures": lambda text: cfg.parse_share(text, what="--canary-max-failures"),
+    "abort_failure_rate": lambda text: (
+        cfg.parse_share(text, what="--abort-failure-rate") if text else None
+    ),
+}
