@@ -1,7 +1,7 @@
 """What reading the whole inventory before sending anything costs on 1,000,000 rows (issue 12 #3).
 
 `fleet-renew run` now calls `inventory.read.check_readable` before any request: the file is read
-once through the same reader (pandas chunks / Parquet batches) without making rows, so damage at
+once through the same reader (CSV records / Parquet batches) without making rows, so damage at
 row 50,000 stops the run with nothing sent. This prints that pass's wall time and CPU, next to
 what the run already spent on the file before it (SHA-256 and row count) and what the run's own
 row reading costs, for a CSV and a Parquet inventory of the same 1M devices. In process, warm

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import replace
@@ -568,3 +570,61 @@ def test_any_devices_survive_a_write_read_round_trip(devices: list[Device]) -> N
         path = Path(folder) / "inv.csv"
         write_inventory_csv(path, devices)
         assert list(read_inventory(path)) == renumbered(devices)
+
+
+# --- the CSV reader (the csv module, no pandas) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'orgId,assetId,certSn\no,"a,1\no,b,2\n',  # the rest of the file would be one cell
+        'orgId,assetId,certSn\no,a,1\no,b,"',  # a lone quote, and the file ends
+        'orgId,assetId,"certSn\no,a,1\n',  # in the header
+    ],
+)
+def test_a_quote_left_open_at_the_end_is_a_damaged_file(tmp_path: Path, text: str) -> None:
+    path = write_csv(tmp_path / "inv.csv", text)
+    with pytest.raises(InventoryError, match="is never closed"):
+        list(read_inventory(path))
+
+
+def test_quoted_cells_spanning_lines_and_a_missing_last_newline_read_as_before(
+    tmp_path: Path,
+) -> None:
+    path = write_csv(
+        tmp_path / "inv.csv", 'orgId,assetId,certSn,subject\no,a,1,"CN=x\nO=y"\no,"b ""c""",2'
+    )
+    first, second = read_inventory(path)
+    assert isinstance(first, Device) and first.subject == "CN=x\nO=y"
+    assert second == Device(row=3, org_id="o", asset_id='b "c"', cert_sn=2)
+
+
+def test_a_short_record_is_padded_and_a_repeated_header_reads_its_first_column(
+    tmp_path: Path,
+) -> None:
+    path = write_csv(tmp_path / "inv.csv", "orgId,assetId,certSn,orgId\no,a,1,other\no,b\n")
+    first, second = read_inventory(path)
+    assert isinstance(first, Device) and first.org_id == "o"
+    assert isinstance(second, InvalidRow) and second.reason == "certSn is missing"
+
+
+def test_reading_a_csv_inventory_imports_no_pandas(tmp_path: Path) -> None:
+    """pandas cost a run ~0.15 s of start-up to read a CSV (issue 13): the csv module reads it."""
+    path = write_csv(tmp_path / "inv.csv", "orgId,assetId,certSn\no,a,1\n")
+    code = (
+        "import sys\n"
+        "from batch.inventory import read_inventory\n"
+        f"assert len(list(read_inventory({str(path)!r}))) == 1\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'pandas'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_cell_over_128_kib_is_a_damaged_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "inv.csv", f"orgId,assetId,certSn,subject\no,a,1,{'x' * 140_000}\n")
+    with pytest.raises(InventoryError, match="line 2: field larger than field limit"):
+        read_inventory(path)

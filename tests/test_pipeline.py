@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cryptography import x509
@@ -427,19 +428,18 @@ async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize("case", ["missing", "empty", "no-columns"])
 async def test_unusable_inventory_stops_before_sending(tmp_path: Path, fmt: str, case: str) -> None:
-    import pandas as pd
-
     path = tmp_path / f"inv.{fmt}"
     if case == "empty":
         if fmt == "csv":
             path.write_text("")
         else:
-            pd.DataFrame(
-                {"assetId": pd.Series([], dtype=str), "certSn": pd.Series([], dtype=str)}
-            ).to_parquet(path)
+            empty = pa.array([], pa.string())
+            pq.write_table(pa.table({"assetId": empty, "certSn": empty}), path)
     elif case == "no-columns":
-        frame = pd.DataFrame({"name": ["a"], "serial": ["1"]})
-        frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+        if fmt == "csv":
+            path.write_text("name,serial\na,1\n")
+        else:
+            pq.write_table(pa.table({"name": ["a"], "serial": ["1"]}), path)
     async with simulator(fleet(1), tmp_path) as sim:
         with pytest.raises(InventoryError):
             await run_job(sim, path, tmp_path / "out")
@@ -447,14 +447,12 @@ async def test_unusable_inventory_stops_before_sending(tmp_path: Path, fmt: str,
 
 
 async def test_parquet_inventory_with_bad_rows(tmp_path: Path) -> None:
-    import pandas as pd
-
     rows = fleet(3)
-    frame = pd.DataFrame(
+    table = pa.Table.from_pylist(
         [*rows, {"orgId": ORG, "productKey": "pkA", "deviceKey": "neg", "certSn": -4}]
     )
     path = tmp_path / "inv.parquet"
-    frame.to_parquet(path)
+    pq.write_table(table, path)
     async with simulator(rows, tmp_path) as sim:
         result = await run_job(sim, path, tmp_path / "out")
     assert sorted(r["status"] for r in result.rows) == ["invalid", "renewed", "renewed", "renewed"]

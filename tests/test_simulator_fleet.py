@@ -6,7 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batch.simulator.fleet import CertStatus, Fleet, SimDevice
@@ -38,15 +39,18 @@ def test_csv_columns_are_matched_tolerantly(tmp_path: Path) -> None:
 
 def test_parquet_inventories_seed_too(tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.parquet"
-    frame = pd.DataFrame(
+    table = pa.table(
         {
             "orgId": ["o-1", "o-1"],
             "assetId": ["a-1", "a-2"],
             "certSn": [21, 22],
-            "notAfter": pd.to_datetime(["2026-07-01", "2026-08-01"], utc=True),
+            "notAfter": pa.array(
+                [datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1, tzinfo=UTC)],
+                pa.timestamp("ns", tz="UTC"),
+            ),
         }
     )
-    frame.to_parquet(inventory)
+    pq.write_table(table, inventory)
     fleet = Fleet("o-default", now=NOW)
     assert fleet.seed(inventory) == 2
     device = fleet.find("o-1", "a-2", None, None)
@@ -128,13 +132,9 @@ def test_seeded_keys_are_made_only_when_needed() -> None:
 def test_seeding_100000_devices_takes_seconds(tmp_path: Path) -> None:
     inventory = tmp_path / "big.csv"
     n = 100_000
-    pd.DataFrame(
-        {
-            "orgId": ["o-big"] * n,
-            "assetId": [f"asset-{i}" for i in range(n)],
-            "certSn": range(1, n + 1),
-        }
-    ).to_csv(inventory, index=False)
+    inventory.write_text(
+        "orgId,assetId,certSn\n" + "".join(f"o-big,asset-{i},{i + 1}\n" for i in range(n))
+    )
     fleet = Fleet("o-big", now=NOW)
     started = time.perf_counter()
     assert fleet.seed(inventory) == n

@@ -15,8 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
+from batch.outputs import stats
 from batch.outputs.timeline import Interval
 
 VALIDITY_PAIRS = 12  # distinct (requested, granted) bars before the rest are lumped together
@@ -194,26 +193,29 @@ def timeline_chart(intervals: Sequence[Interval]) -> Chart:
     return Chart(WIDTH, bottom + AXIS_H + PAD, "".join(parts))
 
 
-def histogram(durations: np.ndarray) -> Chart:
-    """Devices per duration bin; log-spaced bins (and axis) when the tail is long."""
-    low, high = max(int(durations.min()), 1), max(int(durations.max()), 2)
+def histogram(durations: Sequence[int]) -> Chart:
+    """Devices per duration bin; log-spaced bins (and axis) when the tail is long.
+
+    `durations`: sorted, not empty.
+    """
+    low, high = max(int(durations[0]), 1), max(int(durations[-1]), 2)
     logarithmic = high / low > 50
     if logarithmic:  # a long tail: log-spaced bins keep the body of the distribution visible
-        edges = np.geomspace(low, high, 41)
-        counts, _ = np.histogram(np.maximum(durations, 1), bins=edges)
-        position = np.log10(edges)
+        edges = stats.geomspace(low, high, 41)
+        counts = stats.histogram_with_edges([max(d, 1) for d in durations], edges)
+        position = [math.log10(edge) for edge in edges]
     else:
-        counts, edges = np.histogram(durations, bins=30)
+        counts, edges = stats.uniform_histogram(durations, 30)
         position = edges
     left, top, plot_h = PAD + CHAR_W * 8, PAD, 170.0
     plot_w = WIDTH - left - PAD
     span = float(position[-1] - position[0]) or 1.0
     xs = plot_w / span
-    ticks = nice_ticks(float(counts.max()), integer=True)
+    ticks = nice_ticks(float(max(counts)), integer=True)
     ys = plot_h / ticks[-1]
     bottom = top + plot_h
     parts = [_frame("plot", left, top, plot_w, plot_h)]
-    for count, a, b in zip(counts.tolist(), position[:-1], position[1:], strict=True):
+    for count, a, b in zip(counts, position[:-1], position[1:], strict=True):
         if count:
             x = left + float(a - position[0]) * xs
             parts.append(

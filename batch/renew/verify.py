@@ -38,6 +38,16 @@ SECONDS_PER_DAY = 86_400
 _MAX_CHAIN = 8  # intermediate CAs followed towards a pinned CA; real chains have one or two
 
 
+@dataclass(frozen=True, slots=True)
+class _Ca:
+    """A returned CA certificate and what is read from it once per campaign, not per device."""
+
+    cert: x509.Certificate
+    is_ca: bool  # BasicConstraints CA:TRUE
+    sha256: str  # hex SHA-256 of its DER
+    subject: str  # RFC 4514
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verified:
     """The verdict on one issued certificate, and the facts read from it."""
@@ -95,8 +105,8 @@ def verify_issued(
         clamped=clamped,
         key_type=key_type(public_key),
         public_key_sha256=key_sha256,
-        ca_sha256=None if ca is None else _fingerprint(ca),
-        ca_subject=None if ca is None else ca.subject.rfc4514_string(),
+        ca_sha256=None if ca is None else ca.sha256,
+        ca_subject=None if ca is None else ca.subject,
     )
 
 
@@ -111,7 +121,7 @@ def load_pinned(pem: bytes, source: str) -> tuple[x509.Certificate, ...]:
 def ca_fingerprints(ca_pem: str) -> set[str]:
     """SHA-256 (hex, of the DER) of each certificate in a returned CA PEM; empty if unreadable."""
     try:
-        return {_fingerprint(ca) for ca, _ in _parsed_cas(ca_pem)}
+        return {ca.sha256 for ca in _parsed_cas(ca_pem)}
     except ValueError:
         return set()
 
@@ -119,7 +129,7 @@ def ca_fingerprints(ca_pem: str) -> set[str]:
 def _chains_to(cert: x509.Certificate, ca_pem: str, pinned: Sequence[x509.Certificate]) -> bool:
     """Whether `cert` is signed by a pinned CA, directly or through the returned CAs."""
     try:
-        returned = [ca for ca, _ in _parsed_cas(ca_pem)]
+        returned = [ca.cert for ca in _parsed_cas(ca_pem)]
     except ValueError:
         returned = []
     current = cert
@@ -141,7 +151,6 @@ def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=16)
 def _fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
@@ -159,9 +168,7 @@ def _load_certificates(pem: str | None, what: str) -> Sequence[x509.Certificate]
     return certificates
 
 
-def _issuing_ca(
-    cert: x509.Certificate, ca_pem: str, problems: list[str]
-) -> x509.Certificate | None:
+def _issuing_ca(cert: x509.Certificate, ca_pem: str, problems: list[str]) -> _Ca | None:
     """The returned CA certificate that signed `cert`, or None with the reason in problems.
 
     `verify_directly_issued_by` checks the issuer name as well as the signature, so the
@@ -172,20 +179,20 @@ def _issuing_ca(
     except ValueError as exc:
         problems.append(str(exc))
         return None
-    for ca, is_ca in cas:
+    for ca in cas:
         try:
-            cert.verify_directly_issued_by(ca)
+            cert.verify_directly_issued_by(ca.cert)
         except (InvalidSignature, ValueError, TypeError):
             continue
-        if not is_ca:
+        if not ca.is_ca:
             problems.append("the returned CA certificate lacks BasicConstraints CA:TRUE")
         return ca
     issuer = cert.issuer
-    named = [ca for ca, _ in cas if ca.subject == issuer]
+    named = [ca for ca in cas if ca.cert.subject == issuer]
     if not named:
         problems.append(
             f"certificate issuer {issuer.rfc4514_string()!r} is not the returned CA"
-            f" {cas[0][0].subject.rfc4514_string()!r}"
+            f" {cas[0].subject!r}"
         )
         return None
     problems.append("certificate signature does not verify with the returned CA's key")
@@ -193,10 +200,13 @@ def _issuing_ca(
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_cas(ca_pem: str) -> tuple[tuple[x509.Certificate, bool], ...]:
-    """(certificate, is a CA) of each CA in the PEM: every answer repeats the same CA, so it
-    is parsed once, not once per device."""
-    return tuple((ca, _is_ca(ca)) for ca in _load_certificates(ca_pem, "CA certificate"))
+def _parsed_cas(ca_pem: str) -> tuple[_Ca, ...]:
+    """Each CA in the PEM with its facts: every answer repeats the same CA, so it is parsed
+    (and fingerprinted) once, not once per device."""
+    return tuple(
+        _Ca(ca, _is_ca(ca), _fingerprint(ca), ca.subject.rfc4514_string())
+        for ca in _load_certificates(ca_pem, "CA certificate")
+    )
 
 
 def _is_ca(ca: x509.Certificate) -> bool:
@@ -219,7 +229,7 @@ def _serial_problems(cert: x509.Certificate, cert_sn: str) -> list[str]:
 
 def _check_validity(
     cert: x509.Certificate,
-    ca: x509.Certificate | None,
+    ca: _Ca | None,
     requested_days: int | None,
     now: datetime,
     problems: list[str],
@@ -232,7 +242,7 @@ def _check_validity(
         clamped = (
             granted < requested_days
             and ca is not None
-            and abs(not_after - ca.not_valid_after_utc) <= TOLERANCE
+            and abs(not_after - ca.cert.not_valid_after_utc) <= TOLERANCE
         )
         if not clamped:
             problems.append(f"granted {granted} days, requested {requested_days}")

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from batch.inventory import csv_records
 from batch.model import identity_key
 from batch.simulator.ca import Authority, PublicKey, device_subject
 
@@ -264,12 +265,15 @@ def _canonical(column: str) -> str | None:
 
 def _rows_from_file(path: Path) -> Iterator[Mapping[str, object]]:
     """Read a CSV or Parquet inventory into row mappings, column by column (fast)."""
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    columns = [str(c) for c in frame.columns]
-    values = [frame[c].tolist() for c in frame.columns]
+    if path.suffix.lower() not in {".parquet", ".pq"}:
+        records = csv_records(path)
+        header = next(records)
+        for record in records:
+            yield dict(zip(header, record, strict=True))
+        return
+    table = pq.read_table(path)
+    columns = [str(c) for c in table.column_names]
+    values = [column.to_pylist() for column in table.columns]
     for cells in zip(*values, strict=True):
         yield dict(zip(columns, cells, strict=True))
 
