@@ -45,8 +45,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from batch.renew.keypool import pool_size
-
 pytestmark = pytest.mark.slow
 
 ORG = "o-crash"
@@ -382,56 +380,4 @@ def test_sigterm_stops_cleanly_with_143_and_a_rerun_completes(tmp_path: Path) ->
         assert run_to_completion(c, sim.url, kills=[]) == 1
         state = sim.stop()
     assert json.loads((c.out / "summary.json").read_text())["exit_code"] == 0
-    assert_one_renewal_each(c, state)
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (with --key-mode rsa2048: the job's key workers)."""
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat_file.parent.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie waiting for a parent that is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_rsa_key_workers_end_with_the_job_however_it_stops(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    c = campaign(tmp_path, "rsa2048", 30, 5000)
-    with simulator(tmp_path, c.inventory, 7) as sim:
-        process = start_job(c, sim.url)
-        try:
-            wait_for_rows(process, c.out, 5, RUN_TIMEOUT)
-            workers = children(process.pid)
-            assert len(workers) == pool_size(), c.log_tail()
-            # SIGTERM as to a process group (Ctrl-C, Airflow): the workers get it too and leave
-            # the stop to the job. SIGKILL as the kernel's OOM killer: the job alone.
-            for pid in [process.pid, *workers] if sig is signal.SIGTERM else [process.pid]:
-                os.kill(pid, sig)
-            code = process.wait(timeout=RUN_TIMEOUT)
-        finally:
-            stop(process)
-        assert code == (143 if sig is signal.SIGTERM else -signal.SIGKILL), c.log_tail()
-        deadline = time.monotonic() + 10  # a worker ends after at most the key it is making
-        while [pid for pid in workers if running(pid)] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [pid for pid in workers if running(pid)]
-        c.reports.append(report_rows(c.out))
-        assert len(c.reports[0]) < len(c.identities)  # it stopped before the end
-        c.kills += sig is signal.SIGKILL
-        assert run_to_completion(c, sim.url, kills=[]) >= 1
-        state = sim.stop()
     assert_one_renewal_each(c, state)

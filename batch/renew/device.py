@@ -32,7 +32,6 @@ from batch.renew.attempt import Attempt, Sender
 from batch.renew.current import Follower
 from batch.renew.failure import Failures
 from batch.renew.keep import Keeper
-from batch.renew.keypool import KeyPool
 from batch.renew.keys import KeyMaterial
 from batch.renew.limiter import RateLimiter
 from batch.renew.reconcile import CaCache
@@ -68,7 +67,6 @@ class Renewer:
     # Signature checks; None: key_pool. Their own thread keeps them from queueing behind key
     # generations (RSA-2048: ~36 ms each, a hundred queued), which held back every answer.
     check_pool: Executor | None = None
-    keys_ahead: KeyPool | None = None  # generated keys from worker processes (keypool.py)
     _sender: Sender = field(init=False, repr=False)
     _keeper: Keeper = field(init=False, repr=False)
     _acceptor: Acceptor = field(init=False, repr=False)
@@ -153,8 +151,6 @@ class Renewer:
                 raise keys.CsrError("key mode csr-column needs a csrPath for this device")
             return await loop.run_in_executor(self.key_pool, keys.load_csr_file, device.csr_path)
         subject = keys.subject_for(device)
-        if self.keys_ahead is not None:
-            return await self.keys_ahead.take(subject)
         return await loop.run_in_executor(self.key_pool, keys.generate, self.key_mode, subject)
 
     async def _attempts(self, a: Attempt) -> Outcome:

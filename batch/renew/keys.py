@@ -137,23 +137,6 @@ def new_key(mode: KeyMode) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     raise ValueError(f"key mode {mode.value!r} does not generate keys")
 
 
-def new_key_pem(mode: KeyMode) -> bytes:
-    """`new_key` as unencrypted PKCS#8 PEM: what a key worker process hands over (keypool.py)."""
-    return _pkcs8_pem(new_key(mode))
-
-
-def with_new_key(key_pem: bytes, subject: x509.Name) -> KeyMaterial:
-    """A CSR for `subject` signed by a key from `new_key_pem`, with that key."""
-    # Only keys this job has just generated come here: the RSA consistency check that loading
-    # runs by default costs ~55 ms, as much as generating the key, and would find nothing.
-    key = serialization.load_pem_private_key(
-        key_pem, password=None, unsafe_skip_rsa_key_validation=True
-    )
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise TypeError(f"not a key this job generates: {type(key).__name__}")
-    return _signed(key, key_pem, subject)
-
-
 def _signed(
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, key_pem: bytes, subject: x509.Name
 ) -> KeyMaterial:

@@ -27,12 +27,11 @@ from batch.config import Credentials, KeyPolicy, Outputs, RunConfig, Scope
 from batch.enos.client import ClientConfig, EnosClient
 from batch.errors import UsageError
 from batch.inventory import read as inventory
-from batch.model import Device, InvalidRow, KeyMode
+from batch.model import Device, InvalidRow
 from batch.outputs import report
 from batch.plan.saved import check_plan, plan_options
 from batch.renew import verify
 from batch.renew.device import Renewer
-from batch.renew.keypool import KeyPool
 from batch.renew.limiter import RateLimiter
 from batch.renew.retry import RetryPolicy
 from batch.run.canary import CanaryRule, canary_size
@@ -200,11 +199,6 @@ async def _renewer(
     # Checks come in batches (one per event-loop tick): one thread keeps up, and it never waits
     # behind the key generations of key_pool.
     check_pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks"))
-    keys_ahead = None
-    if config.keys.key_mode is KeyMode.RSA2048:  # an EC key takes 0.03 ms: a process costs more
-        keys_ahead = await stack.enter_async_context(
-            KeyPool.started(config.keys.key_mode, fallback=key_pool)
-        )
     return Renewer(
         pinned_cas=_pinned_cas(config.keys),
         client=client,
@@ -215,7 +209,6 @@ async def _renewer(
         key_pool=key_pool,
         file_pool=file_pool,
         check_pool=check_pool,
-        keys_ahead=keys_ahead,
         policy=RetryPolicy(max_attempts=config.limits.max_attempts),
         valid_days=config.keys.valid_days,
         due_rule=config.scope.due_rule,
