@@ -1,4 +1,4 @@
-"""The `fleet-renew` command: argv -> RunConfig -> pipeline -> exit code.
+"""The `fleet-renew` command: argv -> RunConfig -> run -> exit code.
 
 Exit codes (a scheduler can act on them):
   0    every device renewed or skipped

@@ -124,20 +124,32 @@ def check_subject(name: x509.Name) -> None:
 
 def generate(mode: KeyMode, subject: x509.Name) -> KeyMaterial:
     """A new private key of the mode's type and a SHA-256-signed CSR for `subject`."""
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    key = new_key(mode)
+    return _signed(key, _pkcs8_pem(key), subject)
+
+
+def new_key(mode: KeyMode) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """A new private key of the mode's type (RSA-2048: tens of milliseconds of CPU)."""
     if mode is KeyMode.RSA2048:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    elif mode is KeyMode.EC256:
-        key = ec.generate_private_key(ec.SECP256R1())
-    else:
-        raise ValueError(f"key mode {mode.value!r} does not generate keys")
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if mode is KeyMode.EC256:
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"key mode {mode.value!r} does not generate keys")
+
+
+def _signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, key_pem: bytes, subject: x509.Name
+) -> KeyMaterial:
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(
+    return _material(csr, key_pem)
+
+
+def _pkcs8_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return _material(csr, key_pem)
 
 
 def load_csr_file(path: str | Path) -> KeyMaterial:

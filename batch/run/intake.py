@@ -1,7 +1,7 @@
 """The producer side of the run loop: read the inventory, decide each row, feed the workers.
 
 Parsing runs in a thread, in chunks, so the event loop and the rate limiter never stall on
-pandas. Runnable devices go to the workers through a bounded queue (held back first while the
+parsing. Runnable devices go to the workers through a bounded queue (held back first while the
 canary is collected, or in maintenance mode until the due check); every other row becomes its
 report row at once, on the outcome stream. A stop ends the intake at the next row.
 """

@@ -44,7 +44,7 @@ async def run(
     rng: random.Random | None = None,
 ) -> report.Summary:
     """Run the whole job; returns the summary (also written to summary.json)."""
-    # The objects of the imports (pandas, pyarrow, cryptography: ~1M) live as long as the
+    # The objects of the imports (pyarrow, cryptography, aiohttp: many) live as long as the
     # process: keep them out of the garbage collector's full scans during the run.
     gc.freeze()
     started = datetime.now(UTC)
