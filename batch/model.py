@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import operator
 import re
 import types
 import typing
@@ -315,7 +316,12 @@ class Outcome:
 
     def to_json(self, *, utc: bool = False) -> dict[str, Plain]:
         """Every field by name, as JSON values (see `json_value`; `utc` as there)."""
-        return {name: json_value(getattr(self, name), utc=utc) for name in OUTCOME_FIELDS}
+        # Twice per renewal (journal and report): the plain values, most of them, skip the call.
+        values = zip(OUTCOME_FIELDS, _outcome_values(self), strict=True)
+        return {
+            name: value if type(value) in _PLAIN_TYPES else json_value(value, utc=utc)
+            for name, value in values
+        }
 
     @classmethod
     def from_json(cls, document: Mapping[str, object]) -> Outcome:
@@ -331,6 +337,8 @@ OUTCOME_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Outco
 
 Plain = str | int | float | bool | None  # a JSON scalar
 _AS_IS = (str, int, bool, float, type(None))
+_PLAIN_TYPES = frozenset(_AS_IS)
+_outcome_values = operator.attrgetter(*OUTCOME_FIELDS)  # every field's value, in field order
 
 
 def json_value(value: object, *, utc: bool = False) -> Plain:
