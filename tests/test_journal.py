@@ -455,6 +455,22 @@ async def test_sequential_writes_each_commit(journal: Journal) -> None:
     assert journal.commits == 5  # nothing waits for company: each await is its own commit
 
 
+async def test_writes_submitted_in_the_tick_that_closes_the_journal_are_committed(
+    tmp_path: Path,
+) -> None:
+    """Writes go to the writer thread once per tick: `close` in that same tick hands them over
+    before it stops the thread (else they would never commit and their callers wait forever)."""
+    path = tmp_path / "journal.sqlite"
+    journal = await Journal.open(path)
+    writes = [asyncio.create_task(intent(journal, f"o1/d{i}", row=i + 2)) for i in range(3)]
+    await asyncio.sleep(0)  # the writes are submitted; their hand-off is due at the tick's end
+    async with asyncio.timeout(10):
+        await journal.close()
+        await asyncio.gather(*writes)
+    async with await Journal.open(path) as again:
+        assert sorted(again.load()) == ["o1/d0", "o1/d1", "o1/d2"]
+
+
 async def test_non_durable_journal_works_and_persists_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     async with await Journal.open(path, durable=False) as journal:

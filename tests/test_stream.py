@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
+from batch.errors import StorageError
 from batch.model import Device, ErrorClass, Outcome, Status
-from batch.run.stream import Kind, Origin, OutcomeStream, RetryList, Tally
+from batch.outputs.report import ReportWriter
+from batch.run.stream import Kind, Origin, OutcomeStream, ReportRows, RetryList, Tally
 
 DEVICE = Device(row=2, org_id="o", product_key="pk", device_key="dk", cert_sn=1)
 
@@ -53,3 +58,17 @@ def test_the_retry_list_takes_devices_that_failed_for_a_reason_a_rerun_may_cure(
     retry.on_outcome(failed(ErrorClass.TIMEOUT), Origin(Kind.DECIDED))  # no device to retry
     retry.on_outcome(Outcome(row=2, status=Status.RENEWED), Origin(Kind.RENEWAL, DEVICE))
     assert retry.devices == [DEVICE, DEVICE]
+
+
+async def test_report_rows_of_one_tick_reach_the_file_when_the_tick_ends(tmp_path: Path) -> None:
+    """In the run loop the rows are flushed once per tick, not per row: by the next tick they
+    are in the kernel (a killed run keeps them), without closing the writer."""
+    refused: list[StorageError] = []
+    with ReportWriter(tmp_path) as writer:
+        rows = ReportRows(writer, refused.append)
+        for row in (2, 3, 4):
+            rows.on_outcome(Outcome(row=row, status=Status.SKIPPED), Origin(Kind.DECIDED))
+        await asyncio.sleep(0)  # the tick ends
+        lines = (tmp_path / "report.csv").read_bytes().decode().split("\r\n")
+        assert [line.split(",")[0] for line in lines[1:-1]] == ["2", "3", "4"]
+    assert refused == []
