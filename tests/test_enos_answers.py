@@ -210,5 +210,5 @@ def test_null_list_is_empty() -> None:
 def test_an_answer_refusing_the_token_is_an_auth_refusal(
     status: int, raw: bytes, refused: bool
 ) -> None:
-    # The class POLICY's fresh_token column is asked about (batch.enos.client).
+    # batch.enos.calls gets a fresh token when this is not None.
     assert token_refusal(status, raw) is (ErrorClass.AUTH if refused else None)

@@ -22,7 +22,6 @@ from batch.enos.errors import (
     classify,
     classify_code,
     classify_http_status,
-    counts_against_run,
     failed_class,
     follows_current,
     is_retryable,
@@ -30,7 +29,6 @@ from batch.enos.errors import (
     redact,
     reruns,
     slows_down,
-    wants_fresh_token,
 )
 from batch.model import ErrorClass
 
@@ -49,7 +47,6 @@ RETRYABLE = {
 RERUN = RETRYABLE
 ABORTS = {ErrorClass.AUTH: "authentication refused by EnOS"}
 FOLLOW_CURRENT = {ErrorClass.CERT_REVOKED, ErrorClass.CERT_EXPIRED}
-FRESH_TOKEN = {ErrorClass.AUTH}
 SLOWS_DOWN = {ErrorClass.THROTTLED}
 
 
@@ -69,14 +66,11 @@ def test_every_column_of_the_table_says_what_the_batch_does(cls: ErrorClass) -> 
     assert reruns(cls) is (cls in RERUN)
     assert abort_reason(cls) == ABORTS.get(cls)
     assert follows_current(cls) is (cls in FOLLOW_CURRENT)
-    assert wants_fresh_token(cls) is (cls in FRESH_TOKEN)
     assert slows_down(cls) is (cls in SLOWS_DOWN)
-    assert counts_against_run(cls) is True  # every failure counts for the breaker and canary
 
 
-def test_a_failure_without_a_class_is_final_and_counts() -> None:
+def test_a_failure_without_a_class_is_final() -> None:
     assert reruns(None) is False
-    assert counts_against_run(None) is True
 
 
 @pytest.mark.parametrize("cls", list(ErrorClass))

@@ -82,7 +82,7 @@ def says_token_expired(status: int, body: bytes) -> bool:
 
 def token_refusal(status: int, body: bytes) -> ErrorClass | None:
     """The class of an answer refusing the call's access token (HTTP 401, or 1203 "expired" in
-    an envelope), or None for any other answer: what follows is `POLICY`'s `fresh_token`."""
+    an envelope), or None for any other answer (`calls.Caller` then gets a fresh token)."""
     if status == 401:
         return classify_http_status(status)
     if says_token_expired(status, body):

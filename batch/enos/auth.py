@@ -29,9 +29,7 @@ from batch.enos.errors import (
     EnosError,
     MalformedResponse,
     TokenServiceError,
-    classify,
     classify_code,
-    wants_fresh_token,
 )
 from batch.enos.signing import token_encryption
 from batch.model import ErrorClass
@@ -165,9 +163,7 @@ class TokenManager:
         """Refresh `old`; when the service will not refresh it, get a new token instead."""
         try:
             return await self._request(REFRESH_PATH, {"accessToken": old})
-        except AuthError as exc:
-            if not wants_fresh_token(classify(exc)):
-                raise
+        except AuthError as exc:  # an expired or unknown token: start afresh
             logger.info("token refresh refused (status %s); getting a new token", exc.code)
             return await self._get()
 

@@ -1,7 +1,7 @@
 """Signed business calls and token-service requests, over one `Transport`.
 
 Every business call is signed (`batch.enos.signing.sign`) over the exact bytes sent; a call
-refused for its access token gets, as `POLICY`'s `fresh_token` says, one fresh token (a refresh
+refused for its access token gets one fresh token (a refresh
 when it says the token expired, 1203; else a get) and one retry. Errors built from an answer are
 redacted of what the call sent: a hostile or broken gateway may echo it back.
 """
@@ -25,7 +25,6 @@ from batch.enos.errors import (
     MalformedResponse,
     TokenRejected,
     redact,
-    wants_fresh_token,
 )
 from batch.enos.gateway import ClientConfig
 from batch.enos.signing import sign
@@ -84,7 +83,7 @@ class Caller:
             token = await self.tokens.token()
             answer = await self._signed(method, params, body, token, secrets)
             refusal = answers.token_refusal(answer.status, answer.body)
-            if refusal is not None and wants_fresh_token(refusal):
+            if refusal is not None:
                 answer = await self._with_fresh_token(method, params, body, token, answer, secrets)
             logger.debug(
                 "%s %s: HTTP %s in %.0f ms",

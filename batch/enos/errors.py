@@ -177,14 +177,8 @@ class Rule:
     # EnOS says the certificate named is no longer valid: List finds the device's current one,
     # which is renewed (or skipped) instead; only without one does the refusal stand.
     follow_current: bool = False
-    # A call refused for its access token (HTTP 401, 1203) is sent once more with a fresh token;
-    # a refused token refresh falls back to getting a new token.
-    fresh_token: bool = False
     # The shared rate limiter slows down (and honours the answer's Retry-After as a floor).
     slows_down: bool = False
-    # Counted by the circuit breaker (--abort-after-failures, --abort-failure-rate) and the
-    # canary's failure rate.
-    counts_against_run: bool = True
 
 
 # Policy: what each class means for the batch. The loops obey this table and nothing else.
@@ -206,7 +200,6 @@ POLICY: dict[ErrorClass, Rule] = {
         False,
         "check ENOS_APP_KEY / ENOS_APP_SECRET",
         aborts="authentication refused by EnOS",
-        fresh_token=True,
     ),
     ErrorClass.TOKEN_SERVICE: Rule(
         True, "the token service failed; no renewal sent; retried", rerun=True
@@ -320,19 +313,9 @@ def follows_current(cls: ErrorClass) -> bool:
     return POLICY[cls].follow_current
 
 
-def wants_fresh_token(cls: ErrorClass) -> bool:
-    """Whether a call refused with `cls` for its token gets a fresh token and one more try."""
-    return POLICY[cls].fresh_token
-
-
 def slows_down(cls: ErrorClass) -> bool:
     """Whether a failure of `cls` makes the shared rate limiter slow down."""
     return POLICY[cls].slows_down
-
-
-def counts_against_run(cls: ErrorClass | None) -> bool:
-    """Whether a failed device counts for the circuit breaker and the canary."""
-    return cls is None or POLICY[cls].counts_against_run
 
 
 def failed_class(exc: EnosError, *, ambiguous: bool) -> ErrorClass:

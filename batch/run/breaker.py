@@ -1,7 +1,6 @@
 """The circuit breaker: stop the run (exit 3) instead of burning through the fleet with the same
 failure. It watches the renewals on the outcome stream: a streak of failures of one class, or
-(with --abort-failure-rate) too large a share of failures once enough devices finished. Which
-failures count is the POLICY table's `counts_against_run` (`batch.enos.errors`).
+(with --abort-failure-rate) too large a share of failures once enough devices finished.
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batch.config import Limits
-from batch.enos.errors import counts_against_run
 from batch.errors import AbortedError
 from batch.model import ErrorClass, Outcome, Status
 from batch.run.stream import Kind, Origin
@@ -44,8 +42,6 @@ class Breaker:
 
     def on_outcome(self, outcome: Outcome, origin: Origin) -> None:
         if origin.kind is not Kind.RENEWAL or outcome.status not in (Status.FAILED, Status.RENEWED):
-            return
-        if outcome.status is Status.FAILED and not counts_against_run(outcome.error_class):
             return
         self.finished += 1
         if outcome.status is Status.RENEWED:

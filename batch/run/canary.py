@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from batch.config import parse_canary
-from batch.enos.errors import counts_against_run
 from batch.errors import AbortedError
 from batch.model import Device, Outcome, Status
 from batch.plan.decide import Run
@@ -120,7 +119,7 @@ class CanaryGate:
         if device.key not in self.keys:
             return outcome
         self.finished += 1
-        self.failed += outcome.status is Status.FAILED and counts_against_run(outcome.error_class)
+        self.failed += outcome.status is Status.FAILED
         if self.finished == len(self.keys):
             self._done.set()
         return replace(outcome, canary=True)
