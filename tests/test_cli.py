@@ -99,6 +99,7 @@ def test_pin_ca_that_is_not_a_pem_certificate_exits_2(tmp_path: Path, content: s
     result = fleet_renew("run", SAMPLE, "--out", tmp_path / "out", "--sandbox", "--pin-ca", pin)
     assert result.returncode == 2, result.stderr
     assert f"--pin-ca {pin}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before the run claimed --out
 
 
 def test_pin_ca_of_another_ca_fails_every_sandbox_renewal_as_verification_failed(

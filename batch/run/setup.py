@@ -64,9 +64,11 @@ def open_inventory(config: RunConfig) -> tuple[Iterator[Device | InvalidRow], st
     """The inventory's rows, SHA-256 and row count, after every check that can refuse the run.
 
     Opening the inventory checks the file and its header, the whole file is read once to find
-    damage anywhere in it, and a saved plan is checked against it: a bad file or a changed plan
-    stops the run (exit 2) before anything starts, the sandbox simulator included.
+    damage anywhere in it, and a saved plan is checked against it: a bad file, a changed plan or
+    a --pin-ca file without a CA stops the run (exit 2) before anything starts, the sandbox
+    simulator included, and before --out is created.
     """
+    _pinned_cas(config.keys)  # read again by the renewer: a few small files, once each
     scope = config.scope
     rows = inventory.read_inventory(
         scope.inventory, fmt=scope.inventory_format, default_org=scope.org_id
