@@ -43,9 +43,13 @@ async def test_a_stop_before_the_block_starts_the_deadline_when_the_block_begins
     stop = Stop(0.0, on_stop=lambda: released.append(True))
     stop()  # e.g. SIGTERM while the first inventory chunk was read
     assert released == []  # nothing in flight yet
-    async with stop.grace():
-        await asyncio.sleep(30)
+    slept: list[bool] = []
+    async with asyncio.timeout(5):  # a deadline never set would let the sleep run: TimeoutError
+        async with stop.grace():
+            await asyncio.sleep(30)
+            slept.append(True)
     assert released == [True]
+    assert slept == []  # cut short by the grace deadline, not finished
 
 
 async def test_only_the_first_signal_is_remembered_and_the_grace_starts_once() -> None:
