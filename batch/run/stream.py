@@ -69,17 +69,13 @@ class ReportRows:
         # The rows of one event-loop tick go to the kernel in one flush (one write call, not
         # one per row): a kill loses at most that tick's rows, and the rerun reports them again.
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        try:
-            self._writer.write(outcome, flush=loop is None)
+            self._writer.write(outcome, flush=False)
         except StorageError as exc:
             self._refused(exc)
             return
-        if loop is not None and not self._flush_due:
+        if not self._flush_due:
             self._flush_due = True
-            loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
