@@ -91,3 +91,26 @@ def test_a_parquet_inventory_gives_a_csv_of_this_shards_rows(tmp_path: Path) -> 
     assert count == len(written) == len(mine)
     assert [r["certSn"] for r in written] == [str(mine[0])] + [str(1000 + i) for i in renewed]
     assert [r["notAfter"] for r in written] == [""] + ["2028-01-02T03:00:00+00:00"] * len(renewed)
+
+
+def test_a_header_repeated_exactly_is_read_from_its_first_column_as_the_run_reads_it(
+    tmp_path: Path,
+) -> None:
+    # The run reads the first certSn column (valid); the second is empty. A row this run did not
+    # report (e.g. it stopped early) is kept by reading the same cells the run would have read.
+    inventory = tmp_path / "inv.csv"
+    inventory.write_text(f"orgId,assetId,certSn,certSn\n{ORG},a1,123,\n{ORG},a2,124,\n")
+    count = write_next_inventory(
+        tmp_path,
+        inventory,
+        fmt="csv",
+        default_org=None,
+        shard=None,
+        changed={3: Current("900", None)},
+        dropped=set(),
+    )
+    with (tmp_path / NEXT_INVENTORY).open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert count == 2
+    assert rows[1][:3] == [ORG, "a1", "123"]  # unreported, kept
+    assert rows[2][:3] == [ORG, "a2", "900"]  # renewed: its current serial

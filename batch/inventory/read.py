@@ -71,9 +71,7 @@ def _csv_rows(
     header = next(records)
     # Read a chunk ahead: a file damaged within its first chunk stops before any row.
     chunk = list(itertools.islice(records, chunk_rows))
-    mapping = column_map(path, header, default_org)
-    # By position: the first column wins when a header is repeated exactly.
-    places = [(name, header.index(spelling)) for name, spelling in mapping.items()]
+    places = column_places(path, header, default_org)
     row = 2  # the header is line 1
     while chunk:
         for cells in chunk:
@@ -82,6 +80,18 @@ def _csv_rows(
                 yield parse_canonical(values, row=row, default_org=default_org)
             row += 1
         chunk = list(itertools.islice(records, chunk_rows))
+
+
+def column_places(
+    path: Path, header: Sequence[str], default_org: str | None
+) -> list[tuple[str, int]]:
+    """Each canonical column's name and its index in `header` (required ones checked).
+
+    By position: the first column wins when a header is repeated exactly, so every reader of
+    the file's cells (the run, inventory.next.csv) reads the same cell for a column.
+    """
+    mapping = column_map(path, header, default_org)
+    return [(name, list(header).index(spelling)) for name, spelling in mapping.items()]
 
 
 def _parquet_rows(

@@ -35,9 +35,10 @@ from batch.inventory import (
     canonical_column,
     csv_records,
     inventory_format,
-    parse_row,
     write_csv_rows,
 )
+from batch.inventory.read import column_places
+from batch.inventory.rows import parse_canonical
 from batch.model import Device
 from batch.plan.decide import in_shard
 
@@ -111,6 +112,7 @@ def write_next_inventory(
 ) -> int:
     """Write out_dir/inventory.next.csv; return how many rows it holds."""
     headers, rows = _raw_rows(inventory, fmt)
+    places = column_places(inventory, headers, default_org)
     names = [canonical_column(h) for h in headers]
     add_not_after = "notAfter" not in names
     at = (names.index("certSn"), len(headers) if add_not_after else names.index("notAfter"))
@@ -118,21 +120,22 @@ def write_next_inventory(
         _updated(cells, changed.get(row), at, add_not_after)
         for row, cells in rows
         # A row with a change was reported by this run: valid and in its shard, no parse needed.
-        if row not in dropped and (row in changed or _mine(headers, cells, row, default_org, shard))
+        if row not in dropped and (row in changed or _mine(places, cells, row, default_org, shard))
     )
     header = [*headers, "notAfter"] if add_not_after else headers
     return write_csv_rows(out_dir / NEXT_INVENTORY, header, kept)
 
 
 def _mine(
-    headers: Sequence[str],
+    places: Sequence[tuple[str, int]],
     cells: Sequence[object],
     row: int,
     default_org: str | None,
     shard: Shard | None,
 ) -> bool:
     """A valid row of this shard (invalid rows are left out, as the run reported them)."""
-    parsed = parse_row(dict(zip(headers, cells, strict=True)), row=row, default_org=default_org)
+    values = {name: cells[at] for name, at in places}  # the cells the run read
+    parsed = parse_canonical(values, row=row, default_org=default_org)
     return isinstance(parsed, Device) and in_shard(parsed.key, shard)
 
 
