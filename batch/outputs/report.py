@@ -5,8 +5,8 @@ killed with SIGKILL keeps every row it finished (the rows are in the kernel, not
 the run loop flushes once per event-loop tick instead (`write(flush=False)`, then `flush()`),
 so a kill loses at most the rows of one tick, which the journal gives back on the rerun.
 Measured on the shared 2-core dev machine, 100,000 rows: 2.46 s flushing every row against
-2.36 s flushing never (best of 4; ~25 µs a row, nearly all formatting, ~1 µs the flush): nothing
-next to renewals at 200/s, so every row is flushed.
+2.36 s flushing never (best of 4; ~25 µs a row, nearly all formatting, ~1 µs the flush) in
+isolation; in a run, each flush is also a hand-off of the GIL, hence one per tick.
 `finish_reports` converts the CSV to a typed `report.parquet` when the run ends (a Parquet file
 whose writer never closed is unreadable, so it is never written as we go).
 

@@ -47,6 +47,4 @@ class Failures:
             note=a.note,
         )
         # An ambiguous device stays an intent in the journal: the next run reconciles it first.
-        if not reruns(outcome.error_class):
-            await self.journal.record_failed(a.device.key, outcome=outcome)
-        return outcome
+        return await self.final(a, outcome)

@@ -97,7 +97,7 @@ def verify_issued(
     granted, clamped = _check_validity(cert, ca, requested_days, _aware(now), problems)
     return Verified(
         problems=tuple(problems),
-        cert_sha256=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        cert_sha256=_fingerprint(cert),
         serial=str(cert.serial_number),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,

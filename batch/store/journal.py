@@ -18,11 +18,12 @@ The renew call is not idempotent, so the journal is written *before* each step t
 - A renewed device never goes back to INTENT or FAILED (`StateError`): that would renew it twice.
 
 Group commit: every write goes through one writer thread that owns the connection. Callers await
-an asyncio future; the thread takes everything queued, runs it in one transaction (a savepoint per
-operation, so one bad operation fails alone), commits (one fsync with synchronous=FULL), then
-resolves all those futures. At hundreds of requests a second the journal fsyncs a few dozen times
-a second. `durable=False` uses synchronous=NORMAL: still safe against a killed process, not
-against power loss (for benchmarks).
+an asyncio future; the thread takes everything queued, runs it in one transaction (if one
+operation fails, the batch runs again with a savepoint per operation, so it fails alone:
+journal_commit), commits (one fsync with synchronous=FULL), then resolves all those futures. At
+hundreds of requests a second the journal fsyncs a few dozen times a second. `durable=False`
+uses synchronous=NORMAL: still safe against a killed process, not against power loss (for
+benchmarks).
 
 Only one process may use a journal at a time: `open` takes an exclusive lock on `<path>.lock`
 and raises `JournalError` when another run holds it.
