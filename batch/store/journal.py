@@ -124,8 +124,9 @@ class Journal:
     # -- reads (synchronous, on the caller's thread, through the read connection) ----------
 
     def load(self) -> dict[str, Entry]:
-        """Every entry, by device key (called at start-up)."""
-        return queries.all_entries(self._reader)
+        """Every entry, by device key (for inspection and tests: a run reads `index` and `get`)."""
+        with sqlite_errors(self.path):
+            return queries.all_entries(self._reader)
 
     def index(self) -> dict[str, State]:
         """Every device's state, by key: what planning needs, without the PEMs (~6 KiB each)."""
@@ -139,10 +140,12 @@ class Journal:
 
     def ca_pems(self) -> list[str]:
         """Every issuing CA certificate (PEM) recorded with an outcome, in any run."""
-        return queries.ca_pems(self._reader)
+        with sqlite_errors(self.path):
+            return queries.ca_pems(self._reader)
 
     def get_meta(self, name: str) -> str | None:
-        return queries.meta_value(self._reader, name)
+        with sqlite_errors(self.path):
+            return queries.meta_value(self._reader, name)
 
     # -- writes (each returns once committed) --------------------------------------------
 
